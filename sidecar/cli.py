@@ -1,0 +1,53 @@
+"""Command line: ``opa-sidecar serve [flags]``. Exit 0 on a clean stop, 2 on bad
+configuration, 1 when serving cannot start."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from sidecar import __version__
+from sidecar.config import SERVE_OPTIONS, ConfigError, add_options, settings_from
+
+EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="opa-sidecar",
+        description="Fail-closed Envoy ext_authz v3 sidecar that asks Open Policy Agent over its REST API.",
+    )
+    parser.add_argument("--version", action="version", version=f"opa-sidecar {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    serve = commands.add_parser("serve", help="answer Envoy's ext_authz checks")
+    add_options(serve, SERVE_OPTIONS)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command != "serve":
+        parser.print_help(sys.stderr)
+        return EXIT_CONFIG
+    try:
+        settings = settings_from(args)
+    except ConfigError as exc:
+        print(f"opa-sidecar: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    from sidecar.server import StartupError, serve  # grpc loads only when serving
+
+    try:
+        asyncio.run(serve(settings))
+    except StartupError as exc:
+        print(f"opa-sidecar: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK

@@ -1,0 +1,293 @@
+"""Settings: one frozen object from command-line flags and OPA_SIDECAR_* env vars.
+
+Each flag ``--some-flag`` can also be set as ``OPA_SIDECAR_SOME_FLAG``; the flag
+wins. Every value is validated here, so a bad setting stops the process at
+start with one line naming it, never a surprise at the first request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+ENV_PREFIX = "OPA_SIDECAR_"
+
+
+class ConfigError(ValueError):
+    """A setting is invalid; the message names it and says what is wrong."""
+
+
+@dataclass(frozen=True, slots=True)
+class ListenAddress:
+    """``host:port`` for TCP or ``unix:///path`` for a unix socket."""
+
+    host: str = ""
+    port: int = 0
+    unix_path: str | None = None
+
+    def __str__(self) -> str:
+        if self.unix_path is not None:
+            return f"unix://{self.unix_path}"
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class OpaURL:
+    """Where OPA listens: scheme http/https with host, port and path prefix, or a unix socket."""
+
+    scheme: str
+    host: str
+    port: int
+    path_prefix: str = ""
+    unix_path: str | None = None
+
+    def __str__(self) -> str:
+        if self.unix_path is not None:
+            return f"unix://{self.unix_path}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}{self.path_prefix}"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    opa_url: OpaURL
+    grpc_addr: ListenAddress = ListenAddress("127.0.0.1", 9191)
+    decision_path: str = "envoy/authz/allow"
+    opa_timeout: float = 0.15
+    max_inflight: int = 1024
+    strict_builtin_errors: bool = True
+    skip_request_body_parse: bool = False
+    opa_max_response_bytes: int = 1 << 20
+    log_level: str = "info"
+
+
+# -- value parsers: each takes the raw string and raises ValueError with a reason
+
+
+def parse_listen_address(raw: str) -> ListenAddress:
+    if raw.startswith("unix://"):
+        path = raw[len("unix://") :]
+        if not path.startswith("/"):
+            raise ValueError("a unix socket needs an absolute path: unix:///path/to.sock")
+        return ListenAddress(unix_path=path)
+    host, sep, port = raw.rpartition(":")
+    if not sep or not host:
+        raise ValueError("expected HOST:PORT or unix:///path")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    return ListenAddress(host, _port(port))
+
+
+def _port(raw: str) -> int:
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise ValueError(f"port {raw!r} is not a number from 1 to 65535")
+    return int(raw)
+
+
+def parse_opa_url(raw: str) -> OpaURL:
+    if raw.startswith("unix://"):
+        path = raw[len("unix://") :]
+        if not path.startswith("/"):
+            raise ValueError("a unix socket needs an absolute path: unix:///path/to/opa.sock")
+        return OpaURL("http", "localhost", 0, unix_path=path)
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https"):
+        raise ValueError("must start with http://, https:// or unix://")
+    if parts.username or parts.password:
+        raise ValueError("credentials do not belong in the URL; use --opa-token-file")
+    if parts.query or parts.fragment:
+        raise ValueError("must not have a query or fragment")
+    if not parts.hostname:
+        raise ValueError("has no host")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError("has an invalid port") from None
+    prefix = parts.path.rstrip("/")
+    if prefix and not re.fullmatch(r"(/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)+", prefix):
+        raise ValueError(f"path prefix {prefix!r} is not a plain URL path")
+    default_port = 443 if parts.scheme == "https" else 80
+    return OpaURL(parts.scheme, parts.hostname, port or default_port, prefix)
+
+
+def parse_decision_path(raw: str) -> str:
+    path = raw.strip("/")
+    if not path:
+        raise ValueError("must name a rule, e.g. envoy/authz/allow")
+    segments = path.split("/")
+    if any(not s for s in segments):
+        raise ValueError("has an empty segment")
+    if any('"' in s or any(c.isspace() for c in s) for s in segments):
+        raise ValueError("segments must not contain quotes or spaces")
+    return path
+
+
+def _positive_seconds(limit: float) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError(f"{raw!r} is not a number of seconds") from None
+        if not math.isfinite(value) or value <= 0 or value > limit:
+            raise ValueError(f"must be more than 0 and at most {limit:g} seconds")
+        return value
+
+    return parse
+
+
+def _int_range(low: int, high: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ValueError(f"{raw!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise ValueError(f"must be from {low} to {high}")
+        return value
+
+    return parse
+
+
+def parse_bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{raw!r} is not true or false")
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if raw.lower() not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return raw.lower()
+
+    return parse
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    flag: str  # "--opa-url"
+    field: str  # Settings attribute
+    parse: Callable[[str], Any]
+    help: str
+    default: str | None = None  # raw form; None = required
+    is_switch: bool = False  # a flag without a value sets "true"
+    echo: bool = True  # quote the bad value in errors (off where it may hold a secret)
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.flag[2:].upper().replace("-", "_")
+
+
+SERVE_OPTIONS: tuple[Option, ...] = (
+    Option(
+        "--opa-url",
+        "opa_url",
+        parse_opa_url,
+        "OPA's base URL: http://host:port, https://host:port (optionally /prefix) or unix:///path.sock",
+        echo=False,
+    ),
+    Option(
+        "--grpc-addr",
+        "grpc_addr",
+        parse_listen_address,
+        "where the ext_authz gRPC service listens: HOST:PORT or unix:///path",
+        "127.0.0.1:9191",
+    ),
+    Option(
+        "--decision-path",
+        "decision_path",
+        parse_decision_path,
+        "the rule to ask OPA for, as in POST /v1/data/<path>",
+        "envoy/authz/allow",
+    ),
+    Option(
+        "--opa-timeout",
+        "opa_timeout",
+        _positive_seconds(60),
+        "seconds a check may wait for OPA; the caller's gRPC deadline can shorten it",
+        "0.15",
+    ),
+    Option(
+        "--max-inflight",
+        "max_inflight",
+        _int_range(1, 1_000_000),
+        "checks in progress at once; more are denied at once (reason overloaded)",
+        "1024",
+    ),
+    Option(
+        "--lenient-builtin-errors",
+        "strict_builtin_errors",
+        lambda raw: not parse_bool(raw),
+        "let OPA treat a failing builtin as undefined instead of an error (not recommended)",
+        "false",
+        is_switch=True,
+    ),
+    Option(
+        "--skip-request-body-parse",
+        "skip_request_body_parse",
+        parse_bool,
+        "leave parsed_body and truncated_body out of the input document",
+        "false",
+        is_switch=True,
+    ),
+    Option(
+        "--opa-max-response-bytes",
+        "opa_max_response_bytes",
+        _int_range(64, 1 << 30),
+        "largest OPA response body accepted; a larger one is a deny",
+        str(1 << 20),
+    ),
+    Option(
+        "--log-level",
+        "log_level",
+        _choice("debug", "info", "warning", "error"),
+        "log level of the process log (decisions are logged separately)",
+        "info",
+    ),
+)
+
+
+def add_options(parser: argparse.ArgumentParser, options: Sequence[Option]) -> None:
+    for opt in options:
+        required = " (required)" if opt.default is None else f" (default {opt.default})"
+        text = f"{opt.help}{required}; env {opt.env}"
+        if opt.is_switch:
+            parser.add_argument(opt.flag, dest=opt.field, action="store_const", const="true", help=text)
+        else:
+            parser.add_argument(opt.flag, dest=opt.field, metavar="VALUE", help=text)
+
+
+def resolve(
+    args: argparse.Namespace, options: Sequence[Option], env: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """Flag, else env var, else default; each parsed. Raises ConfigError naming the setting."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    for opt in options:
+        raw = getattr(args, opt.field, None)
+        source = opt.flag
+        if raw is None and opt.env in env:
+            raw, source = env[opt.env], opt.env
+        if raw is None:
+            if opt.default is None:
+                raise ConfigError(f"{opt.flag} (or {opt.env}) is required: {opt.help}")
+            raw = opt.default
+            source = f"{opt.flag} default"
+        try:
+            values[opt.field] = opt.parse(raw)
+        except ValueError as exc:
+            shown = f" {raw!r}" if opt.echo else ""
+            raise ConfigError(f"invalid {source}{shown}: {exc}") from None
+    return values
+
+
+def settings_from(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Settings:
+    return Settings(**resolve(args, SERVE_OPTIONS, env))

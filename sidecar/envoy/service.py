@@ -1,0 +1,56 @@
+"""The gRPC face: /envoy.service.auth.v3.Authorization/Check.
+
+Requests arrive as raw bytes and are parsed inside the handler, so even a
+message that does not decode gets a deny CheckResponse rather than a gRPC
+error (which Envoy's failure_mode_allow would turn into an allow).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+
+import grpc
+
+from sidecar.authorizer import Authorizer, Outcome
+from sidecar.decision_log import DecisionLog
+from sidecar.envoy.response import build_response, minimal_deny
+from sidecar.verdict import Deny, DenyReason
+
+SERVICE_NAME = "envoy.service.auth.v3.Authorization"
+log = logging.getLogger(__name__)
+
+
+class CheckService:
+    def __init__(self, authorizer: Authorizer, decisions: DecisionLog) -> None:
+        self._authorizer = authorizer
+        self._decisions = decisions
+
+    async def check(self, request_bytes: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        started = time.perf_counter()
+        decision_id = str(uuid.uuid4())
+        try:
+            outcome = await self._authorizer.check(request_bytes, context.time_remaining())
+        except Exception as exc:  # the last line of defence: any escape is a deny
+            log.exception("check %s failed unexpectedly", decision_id)
+            outcome = Outcome(Deny(DenyReason.INTERNAL_ERROR, f"unexpected {type(exc).__name__}"))
+        try:
+            response = build_response(outcome.verdict, decision_id).SerializeToString()
+        except Exception as exc:
+            log.exception("check %s: response could not be built", decision_id)
+            outcome = Outcome(Deny(DenyReason.INTERNAL_ERROR, f"response not built ({type(exc).__name__})"))
+            response = minimal_deny(decision_id, DenyReason.INTERNAL_ERROR.value).SerializeToString()
+        try:
+            self._decisions.record(decision_id, outcome, time.perf_counter() - started)
+        except Exception:
+            # A decision that cannot be recorded is not made: deny.
+            log.exception("check %s: decision log write failed", decision_id)
+            response = minimal_deny(decision_id, DenyReason.INTERNAL_ERROR.value).SerializeToString()
+        return response
+
+    def handler(self) -> grpc.GenericRpcHandler[bytes, bytes]:
+        # No deserializer: the handler receives bytes and parses them itself.
+        return grpc.method_handlers_generic_handler(
+            SERVICE_NAME, {"Check": grpc.unary_unary_rpc_method_handler(self.check)}
+        )

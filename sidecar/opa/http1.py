@@ -1,0 +1,251 @@
+"""A minimal HTTP/1.1 client for one kind of exchange: POST a small JSON body,
+read one bounded response. Keep-alive connections are pooled; nothing is ever
+retried or redirected, so each call puts exactly one request on the wire.
+
+Written here rather than taken from an HTTP library because the hot path needs
+what common clients make hard or slow together: a hard cap on the response
+while it is read, no retry or redirect machinery at all, a connection that is
+dropped the moment it holds bytes nobody asked for (a stale extra response
+must never answer the next check), and low per-call cost (see bench/).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import httptools
+
+_MAX_HEADER_BYTES = 65536
+_MAX_IDLE_SECONDS = 30.0  # below common server idle timeouts; OPA has none
+_SINGLE_HEADERS = frozenset({"content-length", "content-type", "content-encoding", "transfer-encoding"})
+
+
+class TransportError(Exception):
+    """Connecting, writing or reading failed, or the peer closed before answering."""
+
+
+class ProtocolError(Exception):
+    """The peer's bytes are not one well-formed, bounded HTTP/1.1 response."""
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where to connect: a TCP host and port, or a unix socket path; TLS optional."""
+
+    host: str
+    port: int
+    unix_path: str | None = None
+    ssl_context: ssl.SSLContext | None = None
+
+    @property
+    def host_header(self) -> str:
+        if self.unix_path is not None:
+            return "localhost"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+@dataclass(slots=True)
+class Response:
+    status: int = 0
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytearray = field(default_factory=bytearray)
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection; at most one exchange at a time."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.idle_since = 0.0
+        self._parser: httptools.HttpResponseParser | None = None
+        self._waiter: asyncio.Future[Response] | None = None
+        self._response = Response()
+        self._max_body = 0
+        self._header_bytes = 0
+        self._keep_alive = False
+        self._done = False
+
+    # -- asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        if self._parser is None or self._done:
+            # Bytes nobody asked for: the connection can no longer be trusted.
+            self._fail(ProtocolError("unexpected data from the server"))
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            self._fail(cause if isinstance(cause, ProtocolError) else ProtocolError("malformed response"))
+        except httptools.HttpParserUpgrade:
+            self._fail(ProtocolError("unexpected protocol upgrade"))
+        except httptools.HttpParserError as exc:
+            self._fail(ProtocolError(f"malformed response ({exc})"))
+
+    def eof_received(self) -> bool:
+        if self._parser is not None and not self._done:
+            started = self._response.status or self._header_bytes or self._response.body
+            self._fail(
+                ProtocolError("connection closed mid-response")
+                if started
+                else TransportError("connection closed before a response")
+            )
+        self.closed = True
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self._parser is not None and not self._done:
+            self._fail(TransportError(f"connection lost ({type(exc).__name__ if exc else 'closed'})"))
+
+    # -- httptools callbacks
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_bytes += len(name) + len(value)
+        if self._header_bytes > _MAX_HEADER_BYTES:
+            raise ProtocolError("response headers too large")
+        key = name.decode("latin-1").lower()
+        headers = self._response.headers
+        if key in headers:
+            if key in _SINGLE_HEADERS:
+                raise ProtocolError(f"repeated {key} header")
+            headers[key] += ", " + value.decode("latin-1")
+        else:
+            headers[key] = value.decode("latin-1")
+
+    def on_headers_complete(self) -> None:
+        assert self._parser is not None
+        self._response.status = self._parser.get_status_code()
+        self._keep_alive = bool(self._parser.should_keep_alive())
+        headers = self._response.headers
+        if "content-length" not in headers and "chunked" not in headers.get("transfer-encoding", ""):
+            if self._response.status == 200:
+                # A body delimited by close cannot be told apart from a truncated one.
+                raise ProtocolError("response has neither content-length nor chunked encoding")
+            # Any other status is a failure whatever its body says: stop here.
+            self._keep_alive = False
+            self.on_message_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if len(self._response.body) + len(body) > self._max_body:
+            raise ProtocolError(f"response body over {self._max_body} bytes")
+        self._response.body += body
+
+    def on_message_complete(self) -> None:
+        self._done = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(self._response)
+
+    # -- exchange
+
+    def _fail(self, exc: Exception) -> None:
+        self._done = True
+        self._keep_alive = False
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(exc)
+        self.close()
+
+    def usable(self, now: float) -> bool:
+        return not self.closed and now - self.idle_since < _MAX_IDLE_SECONDS
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    async def exchange(self, request: bytes, max_body: int) -> tuple[Response, bool]:
+        """Write one request, wait for its response; returns it and whether the
+        connection may carry another exchange."""
+        assert self.transport is not None
+        self._response = Response()
+        self._max_body = max_body
+        self._header_bytes = 0
+        self._keep_alive = False
+        self._done = False
+        self._waiter = asyncio.get_running_loop().create_future()
+        self._parser = httptools.HttpResponseParser(self)
+        self.transport.write(request)
+        try:
+            response = await self._waiter
+        finally:
+            self._waiter = None
+        return response, self._keep_alive and not self.closed
+
+
+class ConnectionPool:
+    """Idle keep-alive connections to one endpoint, most recently used first."""
+
+    def __init__(self, endpoint: Endpoint, max_idle: int = 256) -> None:
+        self.endpoint = endpoint
+        self._idle: deque[_Connection] = deque()
+        self._max_idle = max_idle
+
+    async def _connect(self) -> _Connection:
+        ep = self.endpoint
+        loop = asyncio.get_running_loop()
+        try:
+            if ep.unix_path is not None:
+                _, conn = await loop.create_unix_connection(
+                    _Connection,
+                    ep.unix_path,
+                    ssl=ep.ssl_context,
+                    server_hostname="localhost" if ep.ssl_context else None,
+                )
+            else:
+                _, conn = await loop.create_connection(_Connection, ep.host, ep.port, ssl=ep.ssl_context)
+        except (OSError, ssl.SSLError) as exc:
+            raise TransportError(f"cannot connect ({type(exc).__name__})") from None
+        return conn
+
+    async def request(self, request: bytes, max_body: int) -> Response:
+        """Send one complete request and read its response.
+
+        The caller bounds the time (asyncio.timeout); after any error or
+        cancellation the connection is closed, never reused.
+        """
+        conn = await self._acquire()
+        reusable = False
+        try:
+            response, reusable = await conn.exchange(request, max_body)
+            return response
+        finally:
+            if reusable:
+                self._release(conn)
+            else:
+                conn.close()
+
+    async def _acquire(self) -> _Connection:
+        now = time.monotonic()
+        while self._idle:
+            conn = self._idle.pop()
+            if conn.usable(now):
+                return conn
+            conn.close()
+        return await self._connect()
+
+    def _release(self, conn: _Connection) -> None:
+        if len(self._idle) >= self._max_idle:
+            conn.close()
+            return
+        conn.idle_since = time.monotonic()
+        self._idle.append(conn)
+
+    @property
+    def idle_count(self) -> int:
+        return len(self._idle)
+
+    def close(self) -> None:
+        while self._idle:
+            self._idle.pop().close()
