@@ -1,0 +1,6 @@
+"""An OPA-compatible REST server for tests and local runs, on the real OPA engine.
+
+Serves OPA's data API (`/v1/data`, `/v0/data`) and health API from the policies and data
+given on the command line, like `opa run --server PATH...`. Not part of the shipped
+`sidecar` package. Usage, measured throughput and the differences from OPA: README.md.
+"""
