@@ -71,25 +71,45 @@ def _ref_of(request: web.Request) -> tuple[str | int, ...]:
     return parse_data_path(parts[3] if len(parts) > 3 else "")
 
 
+def _data_endpoint(handler: Handler) -> Handler:
+    """Maps a data handler's failures to OPA's error answers; gzips as OPA's data endpoints do."""
+
+    async def endpoint(request: web.Request) -> web.StreamResponse:
+        try:
+            response = await handler(request)
+        except BadPath as exc:
+            # OPA fails this while preparing the query, with an error its writer does not classify.
+            response = _error(500, "internal_error", f"invalid_parameter: invalid path: {exc}")
+        except BadInput as exc:
+            response = _error(400, "invalid_parameter", str(exc))
+        except EvaluationFailed as exc:
+            response = _error(exc.status, exc.code, exc.message, exc.errors)
+        assert isinstance(response, web.Response)
+        return _compressed(request, response)
+
+    return endpoint
+
+
+def _success(request: web.Request, value: Any) -> web.Response:
+    try:
+        body = encode(value, pretty=flag(request.query.getall("pretty", [])))
+    except ValueError as exc:  # a number the engine returned beyond a double's range
+        return _error(500, "internal_error", f"result cannot be encoded as JSON: {exc}")
+    return web.Response(body=body, content_type=JSON)
+
+
+@_data_endpoint
 async def v1_data(request: web.Request) -> web.Response:
     started = time.perf_counter_ns()
     query = request.query
-    try:
-        ref = _ref_of(request)
-        if request.method == "GET":
-            input_doc = input_from_query(query.getall("input", []))
-        else:
-            input_doc = input_from_v1_body(await _read_body(request), request.headers.get("Content-Type", ""))
-        eval_started = time.perf_counter_ns()
-        defined, value = request.app[EVALUATOR].document(ref, None if input_doc is NO_INPUT else input_doc)
-        eval_ns = time.perf_counter_ns() - eval_started
-    except BadPath as exc:
-        # OPA fails this while preparing the query, with an error its writer does not classify.
-        return _compressed(request, _error(500, "internal_error", f"invalid_parameter: invalid path: {exc}"))
-    except BadInput as exc:
-        return _compressed(request, _error(400, "invalid_parameter", str(exc)))
-    except EvaluationFailed as exc:
-        return _compressed(request, _error(exc.status, exc.code, exc.message, exc.errors))
+    ref = _ref_of(request)
+    if request.method == "GET":
+        input_doc = input_from_query(query.getall("input", []))
+    else:
+        input_doc = input_from_v1_body(await _read_body(request), request.headers.get("Content-Type", ""))
+    eval_started = time.perf_counter_ns()
+    defined, value = request.app[EVALUATOR].document(ref, None if input_doc is NO_INPUT else input_doc)
+    eval_ns = time.perf_counter_ns() - eval_started
     envelope: dict[str, Any] = {}  # OPA's field order: metrics, result, warning
     if flag(query.getall("metrics", [])) or flag(query.getall("instrument", [])):
         envelope["metrics"] = {
@@ -100,28 +120,20 @@ async def v1_data(request: web.Request) -> web.Response:
         envelope["result"] = value
     if request.method == "POST" and input_doc is NO_INPUT:
         envelope["warning"] = _MISSING_INPUT
-    body = encode(envelope, pretty=flag(query.getall("pretty", [])))
-    return _compressed(request, web.Response(body=body, content_type=JSON))
+    return _success(request, envelope)
 
 
+@_data_endpoint
 async def v0_data(request: web.Request) -> web.Response:
-    try:
-        ref = _ref_of(request)
-        input_doc = input_from_v0_body(await _read_body(request), request.headers.get("Content-Type", ""))
-        evaluator = request.app[EVALUATOR]
-        plain_input = None if input_doc is NO_INPUT else input_doc
-        defined, value = evaluator.document(ref, plain_input)
-    except BadPath as exc:
-        return _compressed(request, _error(500, "internal_error", f"invalid_parameter: invalid path: {exc}"))
-    except BadInput as exc:
-        return _compressed(request, _error(400, "invalid_parameter", str(exc)))
-    except EvaluationFailed as exc:
-        return _compressed(request, _error(exc.status, exc.code, exc.message, exc.errors))
+    ref = _ref_of(request)
+    input_doc = input_from_v0_body(await _read_body(request), request.headers.get("Content-Type", ""))
+    plain_input = None if input_doc is NO_INPUT else input_doc
+    evaluator = request.app[EVALUATOR]
+    defined, value = evaluator.document(ref, plain_input)
     if not defined:
         kind = "document undefined" if evaluator.has_rules(ref, plain_input) else "document missing"
-        return _compressed(request, _error(404, "undefined_document", f"{kind}: {ref_string(ref)}"))
-    body = encode(value, pretty=flag(request.query.getall("pretty", [])))
-    return _compressed(request, web.Response(body=body, content_type=JSON))
+        return _error(404, "undefined_document", f"{kind}: {ref_string(ref)}")
+    return _success(request, value)
 
 
 async def health(request: web.Request) -> web.Response:

@@ -93,11 +93,12 @@ async def serve(app: web.Application, address: Address) -> None:
             await site.start()
             bound_host, bound_port = runner.addresses[0][:2]
             shown = _display(address.host or bound_host, bound_port)
-        print(f"listening on {shown}", flush=True)
+        # Handlers first: a signal sent as soon as the line is read must still stop us cleanly.
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
+        print(f"listening on {shown}", flush=True)
         await stop.wait()
     finally:
         await runner.cleanup()

@@ -33,9 +33,9 @@ NO_INPUT: Final = NoInput()
 def encode(value: Any, *, pretty: bool = False) -> bytes:
     """Encode like Go's json.Encoder: compact (or two-space indent) plus one newline."""
     if pretty:
-        text = json.dumps(value, ensure_ascii=False, indent=2)
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False, indent=2)
     else:
-        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     return (text.translate(_GO_ESCAPES) + "\n").encode("utf-8", "surrogatepass")
 
 
