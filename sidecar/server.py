@@ -39,44 +39,63 @@ def build_opa_client(settings: Settings) -> OpaClient:
     )
 
 
-def grpc_target(settings: Settings) -> str:
-    addr = settings.grpc_addr
-    return f"unix://{addr.unix_path}" if addr.unix_path is not None else str(addr)
+class Sidecar:
+    """The running service: gRPC server, pipeline and OPA connections."""
+
+    def __init__(self, settings: Settings, decisions: DecisionLog | None = None) -> None:
+        self.settings = settings
+        self.opa = build_opa_client(settings)
+        self.authorizer = Authorizer(
+            self.opa,
+            opa_timeout=settings.opa_timeout,
+            max_inflight=settings.max_inflight,
+            parse_body=not settings.skip_request_body_parse,
+        )
+        self.service = CheckService(self.authorizer, decisions or DecisionLog(settings.decision_path))
+        self._server = grpc.aio.server(options=_GRPC_OPTIONS)
+        self._server.add_generic_rpc_handlers([self.service.handler()])
+        self.grpc_port = 0
+
+    @property
+    def grpc_target(self) -> str:
+        addr = self.settings.grpc_addr
+        if addr.unix_path is not None:
+            return f"unix://{addr.unix_path}"
+        host = f"[{addr.host}]" if ":" in addr.host else addr.host
+        return f"{host}:{self.grpc_port or addr.port}"
+
+    async def start(self) -> None:
+        target = self.grpc_target
+        try:
+            bound = self._server.add_insecure_port(target)
+        except RuntimeError as exc:
+            raise StartupError(f"cannot listen on {target}: {exc}") from None
+        if bound == 0:
+            raise StartupError(f"cannot listen on {target}")
+        if self.settings.grpc_addr.unix_path is None:
+            self.grpc_port = bound
+        await self._server.start()
+        log.info(
+            "serving ext_authz v3 on %s; asking OPA at %s for %s",
+            self.grpc_target,
+            self.settings.opa_url,
+            self.settings.decision_path,
+        )
+
+    async def stop(self) -> None:
+        # In-flight checks end within their own budget (at most --opa-timeout).
+        await self._server.stop(self.settings.opa_timeout + 1.0)
+        self.opa.close()
 
 
 async def serve(settings: Settings) -> None:
-    opa = build_opa_client(settings)
-    authorizer = Authorizer(
-        opa,
-        opa_timeout=settings.opa_timeout,
-        max_inflight=settings.max_inflight,
-        parse_body=not settings.skip_request_body_parse,
-    )
-    service = CheckService(authorizer, DecisionLog(settings.decision_path))
-    server = grpc.aio.server(options=_GRPC_OPTIONS)
-    server.add_generic_rpc_handlers([service.handler()])
-    target = grpc_target(settings)
-    try:
-        bound = server.add_insecure_port(target)
-    except RuntimeError as exc:
-        raise StartupError(f"cannot listen on {target}: {exc}") from None
-    if bound == 0:
-        raise StartupError(f"cannot listen on {target}")
-    await server.start()
-    log.info(
-        "serving ext_authz v3 on %s; asking OPA at %s for %s",
-        target,
-        settings.opa_url,
-        settings.decision_path,
-    )
-
+    sidecar = Sidecar(settings)
+    await sidecar.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("stopping: no new checks; answering those in flight")
-    # In-flight checks end within their own budget (at most --opa-timeout).
-    await server.stop(settings.opa_timeout + 1.0)
-    opa.close()
+    await sidecar.stop()
     log.info("stopped")
