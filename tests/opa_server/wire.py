@@ -56,12 +56,12 @@ def gunzip(raw: bytes, limit: int = MAX_GZIP_BYTES) -> bytes:
     inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
     try:
         out = inflater.decompress(raw, limit + 1)
-        if not inflater.eof:
-            raise BadInput("could not decompress the body: unexpected EOF")
     except zlib.error as exc:
         raise BadInput(f"could not decompress the body: {exc}") from None
     if len(out) > limit:
         raise BadInput("gzip payload too large")
+    if not inflater.eof:
+        raise BadInput("could not decompress the body: unexpected EOF")
     return out
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import gzip
+
 import pytest
 
 from tests.opa_server.cli import Address, parse_addr
 from tests.opa_server.evaluation import BadPath, parse_data_path, parse_engine_errors, ref_string
-from tests.opa_server.wire import flag
+from tests.opa_server.wire import BadInput, flag, gunzip
 
 
 def test_data_path_to_reference() -> None:
@@ -61,3 +63,14 @@ def test_addresses() -> None:
     for bad in ("localhost", "host:port", "unix://@abstract", "h:70000"):
         with pytest.raises(ValueError):
             parse_addr(bad)
+
+
+def test_gunzip_limits_and_errors() -> None:
+    packed = gzip.compress(b"x" * 1000)
+    assert gunzip(packed) == b"x" * 1000
+    with pytest.raises(BadInput, match="gzip payload too large"):
+        gunzip(packed, limit=999)
+    with pytest.raises(BadInput, match="unexpected EOF"):
+        gunzip(packed[:-12])
+    with pytest.raises(BadInput, match="could not decompress the body"):
+        gunzip(b"not gzip")
