@@ -366,7 +366,7 @@ async def _read_request(
     if "chunked" in lookup.get("transfer-encoding", "").lower():
         body = await _read_chunked(reader)
     else:
-        body = await reader.readexactly(int(lookup.get("content-length", "0") or 0))
+        body = await reader.readexactly(_number(lookup.get("content-length") or "0", 10))
     path, _, query = target.partition("?")
     return RecordedRequest(method, target, path, query, headers, body, connection)
 
@@ -375,13 +375,23 @@ async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
     parts: list[bytes] = []
     while True:
         size_line = await reader.readuntil(b"\r\n")
-        size = int(size_line.split(b";")[0].strip() or b"0", 16)
+        size = _number(size_line.split(b";")[0].strip().decode("latin-1") or "0", 16)
         if size == 0:
             while await reader.readuntil(b"\r\n") != b"\r\n":  # trailers
                 pass
             return b"".join(parts)
         parts.append(await reader.readexactly(size))
         await reader.readexactly(2)
+
+
+def _number(text: str, base: int) -> int:
+    try:
+        value = int(text, base)
+    except ValueError:
+        raise _BadRequest(f"bad length {text!r}") from None
+    if value < 0:
+        raise _BadRequest(f"bad length {text!r}")
+    return value
 
 
 def _chunk(data: bytes) -> bytes:
