@@ -16,6 +16,7 @@ from sidecar._proto.envoy.service.auth.v3.external_auth_pb2 import CheckRequest
 from sidecar.envoy.input import BadRequest, build_input, opa_request_body
 from sidecar.opa.client import OpaClient, OpaFailure
 from sidecar.opa.result import interpret
+from sidecar.signals import PRINCIPAL_POINTER, JsonPointer, first_missing
 from sidecar.verdict import Deny, DenyReason, Verdict
 
 # Time kept back from the caller's deadline so the deny travels back to Envoy
@@ -51,11 +52,16 @@ class Authorizer:
         opa_timeout: float,
         max_inflight: int,
         parse_body: bool = True,
+        require: tuple[JsonPointer, ...] = (),
+        require_tls_peer: bool = False,
     ) -> None:
         self._opa = opa
         self._opa_timeout = opa_timeout
         self._max_inflight = max_inflight
         self._parse_body = parse_body
+        if require_tls_peer and all(p.text != PRINCIPAL_POINTER for p in require):
+            require = (*require, JsonPointer.parse(PRINCIPAL_POINTER))
+        self._required = require
         self.inflight = 0
 
     async def check(self, request_bytes: bytes, time_remaining: float | None) -> Outcome:
@@ -80,6 +86,11 @@ class Authorizer:
             document = build_input(request, parse_body=self._parse_body)
         except BadRequest as exc:
             return Outcome(_bad_request(str(exc)), request)
+        missing = first_missing(document, self._required)
+        if missing is not None:
+            return Outcome(
+                Deny(DenyReason.MISSING_SIGNAL, f"required signal {missing} is missing"), request, document
+            )
         if asyncio.get_running_loop().time() >= deadline:
             return Outcome(Deny(DenyReason.OPA_TIMEOUT, "budget spent before asking OPA"), request, document)
         try:

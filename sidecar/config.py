@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from sidecar.signals import JsonPointer, parse_pointers
+
 ENV_PREFIX = "OPA_SIDECAR_"
 
 
@@ -65,6 +67,8 @@ class Settings:
     skip_request_body_parse: bool = False
     opa_max_response_bytes: int = 1 << 20
     log_level: str = "info"
+    require: tuple[JsonPointer, ...] = ()
+    require_tls_peer: bool = False
 
 
 # -- value parsers: each takes the raw string and raises ValueError with a reason
@@ -179,6 +183,7 @@ class Option:
     help: str
     default: str | None = None  # raw form; None = required
     is_switch: bool = False  # a flag without a value sets "true"
+    repeatable: bool = False  # a list: the flag repeats, the env var is comma-separated
     echo: bool = True  # quote the bad value in errors (off where it may hold a secret)
 
     @property
@@ -252,6 +257,23 @@ SERVE_OPTIONS: tuple[Option, ...] = (
         "log level of the process log (decisions are logged separately)",
         "info",
     ),
+    Option(
+        "--require",
+        "require",
+        parse_pointers,
+        "JSON pointer into the input document that must be present and non-empty, else the check is "
+        "denied (missing_signal) without asking OPA; repeatable",
+        "",
+        repeatable=True,
+    ),
+    Option(
+        "--require-tls-peer",
+        "require_tls_peer",
+        parse_bool,
+        "deny (missing_signal) any check whose source has no verified peer principal",
+        "false",
+        is_switch=True,
+    ),
 )
 
 
@@ -261,6 +283,8 @@ def add_options(parser: argparse.ArgumentParser, options: Sequence[Option]) -> N
         text = f"{opt.help}{required}; env {opt.env}"
         if opt.is_switch:
             parser.add_argument(opt.flag, dest=opt.field, action="store_const", const="true", help=text)
+        elif opt.repeatable:
+            parser.add_argument(opt.flag, dest=opt.field, metavar="VALUE", action="append", help=text)
         else:
             parser.add_argument(opt.flag, dest=opt.field, metavar="VALUE", help=text)
 
@@ -281,6 +305,8 @@ def resolve(
                 raise ConfigError(f"{opt.flag} (or {opt.env}) is required: {opt.help}")
             raw = opt.default
             source = f"{opt.flag} default"
+        if opt.repeatable and isinstance(raw, str):
+            raw = raw.split(",") if raw else []
         try:
             values[opt.field] = opt.parse(raw)
         except ValueError as exc:

@@ -50,6 +50,8 @@ class Sidecar:
             opa_timeout=settings.opa_timeout,
             max_inflight=settings.max_inflight,
             parse_body=not settings.skip_request_body_parse,
+            require=settings.require,
+            require_tls_peer=settings.require_tls_peer,
         )
         self.service = CheckService(self.authorizer, decisions or DecisionLog(settings.decision_path))
         self._server = grpc.aio.server(options=_GRPC_OPTIONS)
