@@ -296,7 +296,7 @@ def resolve(
     env = os.environ if env is None else env
     values: dict[str, Any] = {}
     for opt in options:
-        raw = getattr(args, opt.field, None)
+        raw: Any = getattr(args, opt.field, None)
         source = opt.flag
         if raw is None and opt.env in env:
             raw, source = env[opt.env], opt.env
