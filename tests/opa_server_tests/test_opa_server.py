@@ -55,12 +55,12 @@ def post(
 def assert_error(reply: Reply, status: int, code: str) -> dict[str, Any]:
     assert reply.status == status
     assert reply.headers["Content-Type"] == "application/json"
-    error = reply.json()
+    error: dict[str, Any] = reply.json()
     assert error["code"] == code
     assert list(error)[:2] == ["code", "message"]
     # Error bodies are pretty-printed with a two-space indent and one trailing newline.
     assert reply.body.startswith(b'{\n  "code": ') and reply.body.endswith(b"}\n")
-    return error  # type: ignore[no-any-return]
+    return error
 
 
 # -- results -----------------------------------------------------------------------------------
