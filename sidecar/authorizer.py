@@ -7,6 +7,7 @@ for bad input, bad answers or slow answers.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,10 @@ DEADLINE_MARGIN_SECONDS = 0.01
 DEADLINE_MARGIN_SHARE = 0.1
 
 
+# Failures that still mean OPA itself answered over HTTP.
+_ANSWERED = frozenset({DenyReason.OPA_HTTP_STATUS, DenyReason.OPA_BAD_RESPONSE})
+
+
 def check_budget(opa_timeout: float, time_remaining: float | None) -> float:
     """Seconds this check may spend: the configured timeout, shortened by the
     caller's deadline minus a margin. Zero or less means no time at all."""
@@ -42,6 +47,8 @@ class Outcome:
     verdict: Verdict
     request: CheckRequest | None = None
     input: dict[str, Any] | None = None
+    opa_seconds: float | None = None  # set when OPA was asked
+    opa_reached: bool = False  # OPA answered with some HTTP response
 
 
 class Authorizer:
@@ -63,6 +70,8 @@ class Authorizer:
             require = (*require, JsonPointer.parse(PRINCIPAL_POINTER))
         self._required = require
         self.inflight = 0
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._aborting = False
 
     async def check(self, request_bytes: bytes, time_remaining: float | None) -> Outcome:
         budget = check_budget(self._opa_timeout, time_remaining)
@@ -70,12 +79,29 @@ class Authorizer:
             return Outcome(Deny(DenyReason.DEADLINE_EXCEEDED, "no time left before the caller's deadline"))
         if self.inflight >= self._max_inflight:
             return Outcome(Deny(DenyReason.OVERLOADED, f"{self.inflight} checks already in flight"))
+        task = asyncio.current_task()
         self.inflight += 1
+        if task is not None:
+            self._tasks.add(task)
         try:
             deadline = asyncio.get_running_loop().time() + budget
             return await self._decide(request_bytes, deadline)
+        except asyncio.CancelledError:
+            if not self._aborting or task is None:
+                raise  # the caller went away: there is nobody to answer
+            task.uncancel()
+            return Outcome(Deny(DenyReason.SHUTTING_DOWN, "shutdown grace ran out before OPA answered"))
         finally:
             self.inflight -= 1
+            if task is not None:
+                self._tasks.discard(task)
+
+    def abort_all(self) -> None:
+        """Deny every check still waiting (shutdown grace ran out): each gets
+        an answer instead of being dropped with its connection."""
+        self._aborting = True
+        for task in list(self._tasks):
+            task.cancel()
 
     async def _decide(self, request_bytes: bytes, deadline: float) -> Outcome:
         try:
@@ -93,11 +119,20 @@ class Authorizer:
             )
         if asyncio.get_running_loop().time() >= deadline:
             return Outcome(Deny(DenyReason.OPA_TIMEOUT, "budget spent before asking OPA"), request, document)
+        body = opa_request_body(document)
+        started = time.perf_counter()
         try:
-            answer = await self._opa.evaluate(opa_request_body(document), deadline)
+            answer = await self._opa.evaluate(body, deadline)
         except OpaFailure as failure:
-            return Outcome(Deny(failure.reason, failure.detail), request, document)
-        return Outcome(interpret(answer), request, document)
+            reached = failure.reason in _ANSWERED
+            return Outcome(
+                Deny(failure.reason, failure.detail),
+                request,
+                document,
+                time.perf_counter() - started,
+                reached,
+            )
+        return Outcome(interpret(answer), request, document, time.perf_counter() - started, True)
 
 
 def _bad_request(detail: str) -> Deny:

@@ -69,6 +69,21 @@ class Settings:
     log_level: str = "info"
     require: tuple[JsonPointer, ...] = ()
     require_tls_peer: bool = False
+    http_addr: ListenAddress = ListenAddress("127.0.0.1", 9192)
+    ready_without_opa: bool = False
+    grpc_reflection: bool = False
+    decision_log: str = "-"
+    log_input: bool = False
+    mask_headers: tuple[str, ...] = ()
+    mask_pointers: tuple[JsonPointer, ...] = ()
+    grpc_tls_cert: str | None = None
+    grpc_tls_key: str | None = None
+    grpc_client_ca: str | None = None
+    opa_ca_file: str | None = None
+    opa_client_cert: str | None = None
+    opa_client_key: str | None = None
+    opa_token_file: str | None = None
+    shutdown_grace: float = 5.0
 
 
 # -- value parsers: each takes the raw string and raises ValueError with a reason
@@ -164,6 +179,38 @@ def parse_bool(raw: str) -> bool:
     if value in ("0", "false", "no", "off"):
         return False
     raise ValueError(f"{raw!r} is not true or false")
+
+
+def readable_file(raw: str) -> str | None:
+    """A path that can be opened now ("" means not set)."""
+    if not raw:
+        return None
+    try:
+        with open(raw, "rb"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"cannot read it: {exc.strerror or exc}") from None
+    return raw
+
+
+def writable_log(raw: str) -> str:
+    """'-' for stdout, else a file that can be appended to now."""
+    if raw in ("", "-"):
+        return "-"
+    try:
+        with open(raw, "ab"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"cannot append to it: {exc.strerror or exc}") from None
+    return raw
+
+
+def header_names(raw: Sequence[str]) -> tuple[str, ...]:
+    names = tuple(item.strip().lower() for item in raw if item.strip())
+    for name in names:
+        if not re.fullmatch(r"[!#$%&'*+\-.^_`|~0-9a-z]+", name):
+            raise ValueError(f"{name!r} is not a header name")
+    return names
 
 
 def _choice(*choices: str) -> Callable[[str], str]:
@@ -274,6 +321,105 @@ SERVE_OPTIONS: tuple[Option, ...] = (
         "false",
         is_switch=True,
     ),
+    Option(
+        "--http-addr",
+        "http_addr",
+        parse_listen_address,
+        "where /metrics, /healthz and /readyz are served: HOST:PORT or unix:///path",
+        "127.0.0.1:9192",
+    ),
+    Option(
+        "--ready-without-opa",
+        "ready_without_opa",
+        parse_bool,
+        "report ready (/readyz, gRPC health) even while OPA's /health does not answer 200",
+        "false",
+        is_switch=True,
+    ),
+    Option(
+        "--grpc-reflection",
+        "grpc_reflection",
+        parse_bool,
+        "serve gRPC server reflection on the gRPC listener",
+        "false",
+        is_switch=True,
+    ),
+    Option(
+        "--decision-log",
+        "decision_log",
+        writable_log,
+        "where decision log lines go: - for stdout, or a file to append to",
+        "-",
+    ),
+    Option(
+        "--log-input",
+        "log_input",
+        parse_bool,
+        "add the input document to each decision log line, with secrets masked",
+        "false",
+        is_switch=True,
+    ),
+    Option(
+        "--mask-header",
+        "mask_headers",
+        header_names,
+        "a request header whose value is masked in logged input, besides authorization, "
+        "proxy-authorization, cookie, set-cookie and x-api-key; repeatable",
+        "",
+        repeatable=True,
+    ),
+    Option(
+        "--mask-pointer",
+        "mask_pointers",
+        parse_pointers,
+        "JSON pointer into the input document whose value is masked in logged input; repeatable",
+        "",
+        repeatable=True,
+    ),
+    Option(
+        "--grpc-tls-cert",
+        "grpc_tls_cert",
+        readable_file,
+        "PEM certificate chain of the gRPC listener (enables TLS)",
+        "",
+    ),
+    Option("--grpc-tls-key", "grpc_tls_key", readable_file, "PEM private key of the gRPC listener", ""),
+    Option(
+        "--grpc-client-ca",
+        "grpc_client_ca",
+        readable_file,
+        "PEM CA bundle: require and verify client certificates on the gRPC listener (mTLS)",
+        "",
+    ),
+    Option(
+        "--opa-ca-file",
+        "opa_ca_file",
+        readable_file,
+        "PEM CA bundle that verifies OPA's certificate (https:// only; default: the system's)",
+        "",
+    ),
+    Option(
+        "--opa-client-cert",
+        "opa_client_cert",
+        readable_file,
+        "PEM client certificate presented to OPA (https:// only)",
+        "",
+    ),
+    Option("--opa-client-key", "opa_client_key", readable_file, "PEM key of --opa-client-cert", ""),
+    Option(
+        "--opa-token-file",
+        "opa_token_file",
+        readable_file,
+        "file holding a bearer token sent to OPA; re-read when it changes; never logged",
+        "",
+    ),
+    Option(
+        "--shutdown-grace",
+        "shutdown_grace",
+        _positive_seconds(600),
+        "seconds to answer in-flight checks after SIGTERM before denying what remains",
+        "5",
+    ),
 )
 
 
@@ -316,4 +462,20 @@ def resolve(
 
 
 def settings_from(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Settings:
-    return Settings(**resolve(args, SERVE_OPTIONS, env))
+    settings = Settings(**resolve(args, SERVE_OPTIONS, env))
+    check_combinations(settings)
+    return settings
+
+
+def check_combinations(s: Settings) -> None:
+    """Settings that are only valid together."""
+    if bool(s.grpc_tls_cert) != bool(s.grpc_tls_key):
+        raise ConfigError("--grpc-tls-cert and --grpc-tls-key go together: set both or neither")
+    if s.grpc_client_ca and not s.grpc_tls_cert:
+        raise ConfigError("--grpc-client-ca needs --grpc-tls-cert and --grpc-tls-key (mTLS is on top of TLS)")
+    if bool(s.opa_client_cert) != bool(s.opa_client_key):
+        raise ConfigError("--opa-client-cert and --opa-client-key go together: set both or neither")
+    if s.opa_url.scheme != "https" and (s.opa_ca_file or s.opa_client_cert):
+        raise ConfigError("--opa-ca-file and --opa-client-cert need an https:// --opa-url")
+    if s.http_addr == s.grpc_addr:
+        raise ConfigError("--http-addr and --grpc-addr must differ")

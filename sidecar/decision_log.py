@@ -1,7 +1,8 @@
 """One JSON line per check: what was decided, why, how fast, about what.
 
-The request's query string, headers and body are never written: they are
-where tokens travel.
+By default the request's query string, headers and body are never written:
+they are where tokens travel. With ``--log-input`` the input document is
+added after masking (see sidecar/masking.py).
 """
 
 from __future__ import annotations
@@ -13,19 +14,38 @@ from typing import IO, Any
 import orjson
 
 from sidecar.authorizer import Outcome
+from sidecar.masking import Masker
 from sidecar.verdict import Allow
 
 
+def _timestamp() -> str:
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z"
+
+
 class DecisionLog:
-    def __init__(self, decision_path: str, stream: IO[bytes] | None = None) -> None:
+    def __init__(
+        self,
+        decision_path: str,
+        stream: IO[bytes] | None = None,
+        *,
+        masker: Masker | None = None,
+    ) -> None:
         self._decision_path = decision_path
         self._stream = stream if stream is not None else sys.stdout.buffer
+        self._masker = masker  # set only with --log-input
+
+    @classmethod
+    def open(cls, destination: str, decision_path: str, masker: Masker | None = None) -> DecisionLog:
+        """``-`` for stdout, else append to a file (line-buffered, so each
+        decision is on disk when the check is answered)."""
+        stream = sys.stdout.buffer if destination == "-" else open(destination, "ab")  # noqa: SIM115
+        return cls(decision_path, stream, masker=masker)
 
     def record(self, decision_id: str, outcome: Outcome, latency_s: float) -> None:
         verdict = outcome.verdict
         entry: dict[str, Any] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
-            + f".{int(time.time() * 1000) % 1000:03d}Z",
+            "time": _timestamp(),
             "decision_id": decision_id,
             "outcome": "allow" if isinstance(verdict, Allow) else "deny",
         }
@@ -45,5 +65,16 @@ class DecisionLog:
             entry["path"] = http.path.partition("?")[0]
             if request.attributes.source.principal:
                 entry["source_principal"] = request.attributes.source.principal
-        self._stream.write(orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE))
+        if self._masker is not None and outcome.input is not None:
+            entry["input"] = self._masker.mask(outcome.input)
+        try:
+            line = orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE)
+        except TypeError:  # integers beyond 64 bits in the logged input
+            entry["input"] = "<not serialisable>"
+            line = orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE)
+        self._stream.write(line)
         self._stream.flush()
+
+    def close(self) -> None:
+        if self._stream is not sys.stdout.buffer:
+            self._stream.close()

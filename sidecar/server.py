@@ -1,19 +1,30 @@
-"""Process wiring: build the pipeline from Settings, serve gRPC, stop on a signal."""
+"""Process wiring: build the pipeline from Settings, serve, drain on SIGTERM."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
+from typing import Any
 
 import grpc
+from grpc_health.v1 import health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
+from grpc_reflection.v1alpha import reflection
 
 from sidecar.authorizer import Authorizer
 from sidecar.config import Settings
 from sidecar.decision_log import DecisionLog
-from sidecar.envoy.service import CheckService
+from sidecar.envoy.service import SERVICE_NAME, CheckService
+from sidecar.http_listener import HttpListener
+from sidecar.masking import Masker
+from sidecar.metrics import Metrics
 from sidecar.opa.client import OpaClient
 from sidecar.opa.http1 import Endpoint
+from sidecar.opa.token import TokenFile, TokenFileError
+from sidecar.readiness import Readiness
+from sidecar.tls import grpc_server_credentials, opa_ssl_context
 
 log = logging.getLogger("sidecar")
 
@@ -21,6 +32,9 @@ log = logging.getLogger("sidecar")
 # runs, and Envoy may treat an error as an allow. Envoy's own body limit
 # bounds what it sends; the sidecar accepts it and decides.
 _GRPC_OPTIONS = [("grpc.max_receive_message_length", -1), ("grpc.so_reuseport", 0)]
+# Checks still waiting this long before the grace ends are denied, so that
+# each gets its answer before gRPC cancels what remains.
+_ABORT_AHEAD_SECONDS = 0.25
 
 
 class StartupError(Exception):
@@ -29,21 +43,27 @@ class StartupError(Exception):
 
 def build_opa_client(settings: Settings) -> OpaClient:
     url = settings.opa_url
-    endpoint = Endpoint(url.host, url.port, unix_path=url.unix_path)
+    endpoint = Endpoint(url.host, url.port, unix_path=url.unix_path, ssl_context=opa_ssl_context(settings))
+    try:
+        token = TokenFile(settings.opa_token_file) if settings.opa_token_file else None
+    except TokenFileError as exc:
+        raise StartupError(str(exc)) from None
     return OpaClient(
         endpoint,
         path_prefix=url.path_prefix,
         decision_path=settings.decision_path,
         strict_builtin_errors=settings.strict_builtin_errors,
         max_response_bytes=settings.opa_max_response_bytes,
+        authorization=token,
     )
 
 
 class Sidecar:
-    """The running service: gRPC server, pipeline and OPA connections."""
+    """The running service: gRPC server, HTTP side listener, pipeline and OPA connections."""
 
     def __init__(self, settings: Settings, decisions: DecisionLog | None = None) -> None:
         self.settings = settings
+        self.metrics = Metrics()
         self.opa = build_opa_client(settings)
         self.authorizer = Authorizer(
             self.opa,
@@ -53,9 +73,22 @@ class Sidecar:
             require=settings.require,
             require_tls_peer=settings.require_tls_peer,
         )
-        self.service = CheckService(self.authorizer, decisions or DecisionLog(settings.decision_path))
+        self.metrics.inflight.set_function(lambda: self.authorizer.inflight)
+        masker = Masker(settings.mask_headers, settings.mask_pointers) if settings.log_input else None
+        self.decisions = decisions or DecisionLog.open(settings.decision_log, settings.decision_path, masker)
+        self.service = CheckService(self.authorizer, self.decisions, self.metrics)
+        self.health = health_aio.HealthServicer()
+        self.readiness = Readiness(
+            self.health, self.metrics, None if settings.ready_without_opa else self.opa.healthy
+        )
+        self.http = HttpListener(settings.http_addr, self.metrics, self.readiness)
         self._server = grpc.aio.server(options=_GRPC_OPTIONS)
         self._server.add_generic_rpc_handlers([self.service.handler()])
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        if settings.grpc_reflection:
+            reflection.enable_server_reflection(
+                [SERVICE_NAME, "grpc.health.v1.Health", reflection.SERVICE_NAME], self._server
+            )
         self.grpc_port = 0
 
     @property
@@ -68,36 +101,75 @@ class Sidecar:
 
     async def start(self) -> None:
         target = self.grpc_target
+        credentials = grpc_server_credentials(self.settings)
         try:
-            bound = self._server.add_insecure_port(target)
+            if credentials is None:
+                bound = self._server.add_insecure_port(target)
+            else:
+                bound = self._server.add_secure_port(target, credentials)
         except RuntimeError as exc:
             raise StartupError(f"cannot listen on {target}: {exc}") from None
         if bound == 0:
             raise StartupError(f"cannot listen on {target}")
         if self.settings.grpc_addr.unix_path is None:
             self.grpc_port = bound
+        try:
+            await self.http.start()
+        except OSError as exc:
+            raise StartupError(
+                f"cannot listen on --http-addr {self.settings.http_addr}: {exc.strerror}"
+            ) from None
         await self._server.start()
+        await self.readiness.start()
         log.info(
-            "serving ext_authz v3 on %s; asking OPA at %s for %s",
+            "serving ext_authz v3 on %s (%s); metrics and health on %s; asking OPA at %s for %s",
             self.grpc_target,
+            "mTLS" if self.settings.grpc_client_ca else "TLS" if credentials else "plaintext",
+            self.settings.http_addr
+            if self.http.port == 0
+            else f"{self.settings.http_addr.host}:{self.http.port}",
             self.settings.opa_url,
             self.settings.decision_path,
         )
 
-    async def stop(self) -> None:
-        # In-flight checks end within their own budget (at most --opa-timeout).
-        await self._server.stop(self.settings.opa_timeout + 1.0)
+    async def stop(self, grace: float | None = None, force: asyncio.Event | None = None) -> None:
+        """Stop accepting, answer every in-flight check, then close.
+
+        Checks end within their own budget; if ``grace`` runs out first, or
+        ``force`` is set (a second SIGTERM), what remains is denied.
+        """
+        grace = self.settings.shutdown_grace if grace is None else grace
+        await self.readiness.draining()
+        stopping = asyncio.create_task(self._server.stop(grace))
+        abort_at = max(grace - _ABORT_AHEAD_SECONDS, 0.0)
+        waiters: list[asyncio.Future[Any]] = [stopping]
+        if force is not None:
+            waiters.append(asyncio.ensure_future(force.wait()))
+        done, _ = await asyncio.wait(waiters, timeout=abort_at, return_when=asyncio.FIRST_COMPLETED)
+        if stopping not in done:
+            log.warning("denying %d checks still in flight", self.authorizer.inflight)
+            self.authorizer.abort_all()
+        await stopping
+        for waiter in waiters[1:]:
+            waiter.cancel()
+        await self.http.stop()
         self.opa.close()
+        self.decisions.close()
 
 
 async def serve(settings: Settings) -> None:
     sidecar = Sidecar(settings)
     await sidecar.start()
-    stop = asyncio.Event()
+    stop, force = asyncio.Event(), asyncio.Event()
+
+    def on_signal() -> None:
+        (force if stop.is_set() else stop).set()
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
     await stop.wait()
-    log.info("stopping: no new checks; answering those in flight")
-    await sidecar.stop()
+    log.info("stopping: no new checks; answering the %d in flight", sidecar.authorizer.inflight)
+    with contextlib.suppress(asyncio.CancelledError):
+        await sidecar.stop(force=force)
     log.info("stopped")

@@ -43,11 +43,13 @@ class OpaClient:
         authorization: Any = None,
     ) -> None:
         self._pool = ConnectionPool(endpoint)
+        self._probe_pool = ConnectionPool(endpoint, max_idle=1)
         self._max_response_bytes = max_response_bytes
         # ``authorization`` returns the bearer token (or None) for each request,
         # so a rotated token file takes effect without a restart.
         self._authorization = authorization
         target = data_api_path(path_prefix, decision_path, strict_builtin_errors=strict_builtin_errors)
+        self._health_head = f"GET {path_prefix}/health HTTP/1.1\r\nHost: {endpoint.host_header}\r\n".encode()
         self._head = (
             f"POST {target} HTTP/1.1\r\n"
             f"Host: {endpoint.host_header}\r\n"
@@ -56,13 +58,27 @@ class OpaClient:
             "Content-Type: application/json\r\n"
         ).encode("ascii")
 
-    async def evaluate(self, body: bytes, deadline: float) -> dict[str, Any]:
-        """POST ``body`` (``{"input": ...}``); ``deadline`` is in loop time."""
-        head = self._head
+    def _with_token(self, head: bytes) -> bytes:
         if self._authorization is not None:
             token = self._authorization()
             if token:
                 head += b"Authorization: Bearer " + token.encode("ascii") + b"\r\n"
+        return head
+
+    async def healthy(self, seconds: float) -> bool:
+        """OPA's ``GET /health`` answered 200 within ``seconds`` (readiness only;
+        never part of a check)."""
+        request = self._with_token(self._health_head) + b"\r\n"
+        try:
+            async with asyncio.timeout(seconds):
+                response = await self._probe_pool.request(request, 65536)
+        except (TimeoutError, TransportError, ProtocolError):
+            return False
+        return response.status == 200
+
+    async def evaluate(self, body: bytes, deadline: float) -> dict[str, Any]:
+        """POST ``body`` (``{"input": ...}``); ``deadline`` is in loop time."""
+        head = self._with_token(self._head)
         request = b"%sContent-Length: %d\r\n\r\n%s" % (head, len(body), body)
         try:
             async with asyncio.timeout_at(deadline):
@@ -94,6 +110,7 @@ class OpaClient:
 
     def close(self) -> None:
         self._pool.close()
+        self._probe_pool.close()
 
 
 def _error_code(body: bytearray) -> str:

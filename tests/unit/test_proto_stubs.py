@@ -119,7 +119,8 @@ def test_wire_contract(message: str, name: str, number: int, kind: int) -> None:
 
 def test_maps_oneofs_and_enums() -> None:
     http = attribute_context_pb2.AttributeContext.HttpRequest.DESCRIPTOR
-    assert http.fields_by_name["headers"].message_type.GetOptions().map_entry
+    headers_entry = http.fields_by_name["headers"].message_type
+    assert headers_entry is not None and headers_entry.GetOptions().map_entry
     response = external_auth_pb2.CheckResponse.DESCRIPTOR
     assert [f.name for f in response.oneofs_by_name["http_response"].fields] == [
         "denied_response",

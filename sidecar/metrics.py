@@ -1,0 +1,66 @@
+"""Prometheus metrics, one registry per running sidecar.
+
+Label values come from closed sets (outcome, deny reason), so the number of
+series is fixed; the children are created up front so every series exists at
+0 from the start and the hot path does no label lookups.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import generate_latest
+
+from sidecar.verdict import Allow, DenyReason, Verdict
+
+_CHECK_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        checks = Counter(
+            "opa_sidecar_checks",
+            "Checks answered, by outcome (allow, deny) and deny reason (empty for allow).",
+            ["outcome", "reason"],
+            registry=self.registry,
+        )
+        self._allowed = checks.labels("allow", "")
+        self._denied = {reason: checks.labels("deny", reason.value) for reason in DenyReason}
+        latency = Histogram(
+            "opa_sidecar_check_duration_seconds",
+            "Time from receiving a check to having its answer, by outcome.",
+            ["outcome"],
+            buckets=_CHECK_BUCKETS,
+            registry=self.registry,
+        )
+        self._allow_latency = latency.labels("allow")
+        self._deny_latency = latency.labels("deny")
+        self.opa_latency = Histogram(
+            "opa_sidecar_opa_request_duration_seconds",
+            "Time of each OPA Data API request, whatever its result.",
+            buckets=_CHECK_BUCKETS,
+            registry=self.registry,
+        )
+        self.inflight = Gauge(
+            "opa_sidecar_checks_in_flight", "Checks being answered right now.", registry=self.registry
+        )
+        self.opa_reachable = Gauge(
+            "opa_sidecar_opa_reachable",
+            "1 when the latest OPA request or health probe got an HTTP answer, else 0.",
+            registry=self.registry,
+        )
+
+    def observe_check(self, verdict: Verdict, seconds: float) -> None:
+        if isinstance(verdict, Allow):
+            self._allowed.inc()
+            self._allow_latency.observe(seconds)
+        else:
+            self._denied[verdict.reason].inc()
+            self._deny_latency.observe(seconds)
+
+    def observe_opa(self, seconds: float, reached: bool) -> None:
+        self.opa_latency.observe(seconds)
+        self.opa_reachable.set(1 if reached else 0)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
