@@ -136,7 +136,7 @@ async def test_default_log_has_no_input_no_query_and_no_headers(fault_opa: Fault
 
 
 def test_extra_masked_headers_and_json_pointers() -> None:
-    doc = {
+    doc: dict[str, Any] = {
         "attributes": {"request": {"http": {"headers": {"x-vault-token": "s.abc", "x-other": "keep"}}}},
         "parsed_body": {"items": [{"secret": "a"}, {"secret": "b"}]},
     }
