@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,6 +75,28 @@ class Authorizer:
         self._aborting = False
 
     async def check(self, request_bytes: bytes, time_remaining: float | None) -> Outcome:
+        """A serialized CheckRequest (gRPC mode)."""
+        return await self._guarded(time_remaining, self._decide_bytes, request_bytes)
+
+    async def check_request(self, request: CheckRequest, time_remaining: float | None) -> Outcome:
+        """A CheckRequest built from what Envoy forwarded (HTTP mode)."""
+        return await self._guarded(time_remaining, self._decide_request, request)
+
+    async def check_document(self, document: dict[str, Any], time_remaining: float | None) -> Outcome:
+        """An input document given as is (the JSON check API)."""
+        return await self._guarded(time_remaining, self._ask, document, None)
+
+    def abort_all(self) -> None:
+        """Deny every check still waiting (shutdown grace ran out): each gets
+        an answer instead of being dropped with its connection."""
+        self._aborting = True
+        for task in list(self._tasks):
+            task.cancel()
+
+    async def _guarded(
+        self, time_remaining: float | None, decide: Callable[..., Awaitable[Outcome]], *args: Any
+    ) -> Outcome:
+        """Budget, overload and shutdown rules shared by every way in."""
         budget = check_budget(self._opa_timeout, time_remaining)
         if budget <= 0:
             return Outcome(Deny(DenyReason.DEADLINE_EXCEEDED, "no time left before the caller's deadline"))
@@ -85,7 +108,7 @@ class Authorizer:
             self._tasks.add(task)
         try:
             deadline = asyncio.get_running_loop().time() + budget
-            return await self._decide(request_bytes, deadline)
+            return await decide(*args, deadline)
         except asyncio.CancelledError:
             if not self._aborting or task is None:
                 raise  # the caller went away: there is nobody to answer
@@ -96,22 +119,21 @@ class Authorizer:
             if task is not None:
                 self._tasks.discard(task)
 
-    def abort_all(self) -> None:
-        """Deny every check still waiting (shutdown grace ran out): each gets
-        an answer instead of being dropped with its connection."""
-        self._aborting = True
-        for task in list(self._tasks):
-            task.cancel()
-
-    async def _decide(self, request_bytes: bytes, deadline: float) -> Outcome:
+    async def _decide_bytes(self, request_bytes: bytes, deadline: float) -> Outcome:
         try:
             request = CheckRequest.FromString(request_bytes)
         except DecodeError:
             return Outcome(_bad_request("CheckRequest is not a valid protobuf message"))
+        return await self._decide_request(request, deadline)
+
+    async def _decide_request(self, request: CheckRequest, deadline: float) -> Outcome:
         try:
             document = build_input(request, parse_body=self._parse_body)
         except BadRequest as exc:
             return Outcome(_bad_request(str(exc)), request)
+        return await self._ask(document, request, deadline)
+
+    async def _ask(self, document: dict[str, Any], request: CheckRequest | None, deadline: float) -> Outcome:
         missing = first_missing(document, self._required)
         if missing is not None:
             return Outcome(
@@ -119,18 +141,17 @@ class Authorizer:
             )
         if asyncio.get_running_loop().time() >= deadline:
             return Outcome(Deny(DenyReason.OPA_TIMEOUT, "budget spent before asking OPA"), request, document)
-        body = opa_request_body(document)
+        try:
+            body = opa_request_body(document)
+        except (TypeError, ValueError):
+            return Outcome(_bad_request("input document cannot be encoded as JSON"), request, document)
         started = time.perf_counter()
         try:
             answer = await self._opa.evaluate(body, deadline)
         except OpaFailure as failure:
-            reached = failure.reason in _ANSWERED
+            seconds = time.perf_counter() - started
             return Outcome(
-                Deny(failure.reason, failure.detail),
-                request,
-                document,
-                time.perf_counter() - started,
-                reached,
+                Deny(failure.reason, failure.detail), request, document, seconds, failure.reason in _ANSWERED
             )
         return Outcome(interpret(answer), request, document, time.perf_counter() - started, True)
 

@@ -24,6 +24,7 @@ from sidecar.opa.client import OpaClient
 from sidecar.opa.http1 import Endpoint
 from sidecar.opa.token import TokenFile, TokenFileError
 from sidecar.readiness import Readiness
+from sidecar.recording import Recorder
 from sidecar.tls import grpc_server_credentials, opa_ssl_context
 
 log = logging.getLogger("sidecar")
@@ -76,7 +77,8 @@ class Sidecar:
         self.metrics.inflight.set_function(lambda: self.authorizer.inflight)
         masker = Masker(settings.mask_headers, settings.mask_pointers) if settings.log_input else None
         self.decisions = decisions or DecisionLog.open(settings.decision_log, settings.decision_path, masker)
-        self.service = CheckService(self.authorizer, self.decisions, self.metrics)
+        self.recorder = Recorder(self.decisions, self.metrics)
+        self.service = CheckService(self.authorizer, self.recorder)
         self.health = health_aio.HealthServicer()
         self.readiness = Readiness(
             self.health, self.metrics, None if settings.ready_without_opa else self.opa.healthy

@@ -7,54 +7,37 @@ error (which Envoy's failure_mode_allow would turn into an allow).
 
 from __future__ import annotations
 
-import logging
 import time
 import uuid
 
 import grpc
 
-from sidecar.authorizer import Authorizer, Outcome
-from sidecar.decision_log import DecisionLog
+from sidecar.authorizer import Authorizer
 from sidecar.envoy.response import build_response, minimal_deny
-from sidecar.errors import describe
-from sidecar.metrics import Metrics
-from sidecar.verdict import Deny, DenyReason
+from sidecar.recording import Recorder, internal_error
+from sidecar.verdict import DenyReason
 
 SERVICE_NAME = "envoy.service.auth.v3.Authorization"
-log = logging.getLogger(__name__)
 
 
 class CheckService:
-    def __init__(self, authorizer: Authorizer, decisions: DecisionLog, metrics: Metrics) -> None:
+    def __init__(self, authorizer: Authorizer, recorder: Recorder) -> None:
         self._authorizer = authorizer
-        self._decisions = decisions
-        self._metrics = metrics
+        self._recorder = recorder
 
     async def check(self, request_bytes: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
         started = time.perf_counter()
         decision_id = str(uuid.uuid4())
-        try:
-            outcome = await self._authorizer.check(request_bytes, context.time_remaining())
-        except Exception as exc:  # the last line of defence: any escape is a deny
-            log.error("check %s failed unexpectedly: %s", decision_id, describe(exc))
-            outcome = Outcome(Deny(DenyReason.INTERNAL_ERROR, f"unexpected {type(exc).__name__}"))
+        outcome = await self._recorder.outcome(
+            decision_id, self._authorizer.check(request_bytes, context.time_remaining())
+        )
         try:
             response = build_response(outcome.verdict, decision_id).SerializeToString()
         except Exception as exc:
-            log.error("check %s: response could not be built: %s", decision_id, describe(exc))
-            outcome = Outcome(Deny(DenyReason.INTERNAL_ERROR, f"response not built ({type(exc).__name__})"))
+            outcome = internal_error(decision_id, "response not built", exc)
             response = minimal_deny(decision_id, DenyReason.INTERNAL_ERROR.value).SerializeToString()
-        latency = time.perf_counter() - started
-        try:
-            self._decisions.record(decision_id, outcome, latency)
-        except Exception as exc:
-            # A decision that cannot be recorded is not made: deny.
-            log.error("check %s: decision log write failed: %s", decision_id, describe(exc))
-            outcome = Outcome(Deny(DenyReason.INTERNAL_ERROR, "decision log write failed"))
+        if self._recorder.record(decision_id, outcome, started) is not outcome:
             response = minimal_deny(decision_id, DenyReason.INTERNAL_ERROR.value).SerializeToString()
-        self._metrics.observe_check(outcome.verdict, latency)
-        if outcome.opa_seconds is not None:
-            self._metrics.observe_opa(outcome.opa_seconds, outcome.opa_reached)
         return response
 
     def handler(self) -> grpc.GenericRpcHandler[bytes, bytes]:

@@ -292,7 +292,7 @@ async def test_an_exception_inside_the_opa_client_is_a_deny(
 async def test_an_allow_that_cannot_be_logged_is_denied(
     sidecar: SidecarHandle, fault_opa: FaultOpa, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sidecar.sidecar.service._decisions, "record", _boom)
+    monkeypatch.setattr(sidecar.sidecar.recorder._decisions, "record", _boom)
     assert_denied(await sidecar.check(check_request()), "internal_error")
 
 

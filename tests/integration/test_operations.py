@@ -152,7 +152,7 @@ async def test_decision_log_file(fault_opa: FaultOpa, tmp_path: Path) -> None:
     path = tmp_path / "decisions.jsonl"
     log = DecisionLog.open(str(path), "envoy/authz/allow")
     async with running_sidecar(fault_opa.url) as sidecar:
-        sidecar.sidecar.service._decisions = log
+        sidecar.sidecar.recorder._decisions = log
         await sidecar.check(check_request())
     log.close()
     [line] = path.read_bytes().splitlines()

@@ -1,0 +1,47 @@
+"""What every way in (gRPC, HTTP mode, JSON API) does around a check: turn any
+escape into a deny, write the decision log line, count the metrics."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable
+
+from sidecar.authorizer import Outcome
+from sidecar.decision_log import DecisionLog
+from sidecar.errors import describe
+from sidecar.metrics import Metrics
+from sidecar.verdict import Deny, DenyReason
+
+log = logging.getLogger("sidecar.check")
+
+
+def internal_error(decision_id: str, what: str, exc: BaseException) -> Outcome:
+    log.error("check %s: %s: %s", decision_id, what, describe(exc))
+    return Outcome(Deny(DenyReason.INTERNAL_ERROR, f"{what} ({type(exc).__name__})"))
+
+
+class Recorder:
+    def __init__(self, decisions: DecisionLog, metrics: Metrics) -> None:
+        self._decisions = decisions
+        self._metrics = metrics
+
+    async def outcome(self, decision_id: str, pending: Awaitable[Outcome]) -> Outcome:
+        try:
+            return await pending
+        except Exception as exc:  # the last line of defence: any escape is a deny
+            return internal_error(decision_id, "failed unexpectedly", exc)
+
+    def record(self, decision_id: str, outcome: Outcome, started: float) -> Outcome:
+        """Log and count the decision. Returns the outcome to answer with: a
+        decision that cannot be recorded is not made, so a failed log write
+        turns it into a deny."""
+        latency = time.perf_counter() - started
+        try:
+            self._decisions.record(decision_id, outcome, latency)
+        except Exception as exc:
+            outcome = internal_error(decision_id, "decision log write failed", exc)
+        self._metrics.observe_check(outcome.verdict, latency)
+        if outcome.opa_seconds is not None:
+            self._metrics.observe_opa(outcome.opa_seconds, outcome.opa_reached)
+        return outcome
