@@ -84,6 +84,7 @@ class Settings:
     opa_client_key: str | None = None
     opa_token_file: str | None = None
     shutdown_grace: float = 5.0
+    http_failure_status: int = 403
 
 
 # -- value parsers: each takes the raw string and raises ValueError with a reason
@@ -412,6 +413,14 @@ SERVE_OPTIONS: tuple[Option, ...] = (
         readable_file,
         "file holding a bearer token sent to OPA; re-read when it changes; never logged",
         "",
+    ),
+    Option(
+        "--http-failure-status",
+        "http_failure_status",
+        _int_range(400, 499),
+        "HTTP status of a deny in ext_authz HTTP mode when the policy gave none it may use "
+        "(any failure, or a policy status of 200 or 5xx, which Envoy would not treat as a deny)",
+        "403",
     ),
     Option(
         "--shutdown-grace",

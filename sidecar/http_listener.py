@@ -1,10 +1,12 @@
-"""The HTTP side listener (--http-addr): /metrics, /healthz, /readyz."""
+"""The HTTP listener (--http-addr): /metrics, /healthz, /readyz, and the HTTP
+ways to ask for a decision (sidecar/http_authz.py)."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
 from sidecar.config import ListenAddress
+from sidecar.http_authz import MAX_BODY_BYTES, HttpAuthz
 from sidecar.metrics import Metrics
 from sidecar.readiness import Readiness
 
@@ -12,11 +14,15 @@ _PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class HttpListener:
-    def __init__(self, addr: ListenAddress, metrics: Metrics, readiness: Readiness) -> None:
+    def __init__(
+        self, addr: ListenAddress, metrics: Metrics, readiness: Readiness, authz: HttpAuthz | None = None
+    ) -> None:
         self._addr = addr
         self._metrics = metrics
         self._readiness = readiness
-        self.app = web.Application()
+        self.app = web.Application(client_max_size=MAX_BODY_BYTES)
+        if authz is not None:
+            authz.register(self.app)
         self.app.router.add_get("/metrics", self._get_metrics)
         self.app.router.add_get("/healthz", self._get_healthz)
         self.app.router.add_get("/readyz", self._get_readyz)

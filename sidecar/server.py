@@ -17,6 +17,7 @@ from sidecar.authorizer import Authorizer
 from sidecar.config import Settings
 from sidecar.decision_log import DecisionLog
 from sidecar.envoy.service import SERVICE_NAME, CheckService
+from sidecar.http_authz import HttpAuthz
 from sidecar.http_listener import HttpListener
 from sidecar.masking import Masker
 from sidecar.metrics import Metrics
@@ -83,7 +84,8 @@ class Sidecar:
         self.readiness = Readiness(
             self.health, self.metrics, None if settings.ready_without_opa else self.opa.healthy
         )
-        self.http = HttpListener(settings.http_addr, self.metrics, self.readiness)
+        authz = HttpAuthz(self.authorizer, self.recorder, settings.http_failure_status)
+        self.http = HttpListener(settings.http_addr, self.metrics, self.readiness, authz)
         self._server = grpc.aio.server(options=_GRPC_OPTIONS)
         self._server.add_generic_rpc_handlers([self.service.handler()])
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
