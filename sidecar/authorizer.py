@@ -18,6 +18,7 @@ from sidecar._proto.envoy.service.auth.v3.external_auth_pb2 import CheckRequest
 from sidecar.envoy.input import BadRequest, build_input, opa_request_body
 from sidecar.opa.client import OpaClient, OpaFailure
 from sidecar.opa.result import interpret
+from sidecar.shadow import Shadow, ShadowResult
 from sidecar.signals import PRINCIPAL_POINTER, JsonPointer, first_missing
 from sidecar.verdict import Deny, DenyReason, Verdict
 
@@ -50,6 +51,7 @@ class Outcome:
     input: dict[str, Any] | None = None
     opa_seconds: float | None = None  # set when OPA was asked
     opa_reached: bool = False  # OPA answered with some HTTP response
+    shadow: asyncio.Task[ShadowResult] | None = None  # the candidate policy's answer, if asked
 
 
 class Authorizer:
@@ -62,8 +64,10 @@ class Authorizer:
         parse_body: bool = True,
         require: tuple[JsonPointer, ...] = (),
         require_tls_peer: bool = False,
+        shadow: Shadow | None = None,
     ) -> None:
         self._opa = opa
+        self._shadow = shadow
         self._opa_timeout = opa_timeout
         self._max_inflight = max_inflight
         self._parse_body = parse_body
@@ -145,15 +149,15 @@ class Authorizer:
             body = opa_request_body(document)
         except (TypeError, ValueError):
             return Outcome(_bad_request("input document cannot be encoded as JSON"), request, document)
+        shadow = self._shadow.start(body) if self._shadow is not None else None
         started = time.perf_counter()
         try:
             answer = await self._opa.evaluate(body, deadline)
         except OpaFailure as failure:
             seconds = time.perf_counter() - started
-            return Outcome(
-                Deny(failure.reason, failure.detail), request, document, seconds, failure.reason in _ANSWERED
-            )
-        return Outcome(interpret(answer), request, document, time.perf_counter() - started, True)
+            reached = failure.reason in _ANSWERED
+            return Outcome(Deny(failure.reason, failure.detail), request, document, seconds, reached, shadow)
+        return Outcome(interpret(answer), request, document, time.perf_counter() - started, True, shadow)
 
 
 def _bad_request(detail: str) -> Deny:

@@ -85,6 +85,7 @@ class Settings:
     opa_token_file: str | None = None
     shutdown_grace: float = 5.0
     http_failure_status: int = 403
+    shadow_decision_path: str | None = None
 
 
 # -- value parsers: each takes the raw string and raises ValueError with a reason
@@ -145,6 +146,10 @@ def parse_decision_path(raw: str) -> str:
     if any('"' in s or any(c.isspace() for c in s) for s in segments):
         raise ValueError("segments must not contain quotes or spaces")
     return path
+
+
+def optional_decision_path(raw: str) -> str | None:
+    return parse_decision_path(raw) if raw else None
 
 
 def _positive_seconds(limit: float) -> Callable[[str], float]:
@@ -423,6 +428,14 @@ SERVE_OPTIONS: tuple[Option, ...] = (
         "403",
     ),
     Option(
+        "--shadow-decision-path",
+        "shadow_decision_path",
+        optional_decision_path,
+        "a candidate rule asked beside the enforced one; its answer is only compared, counted and "
+        "logged, never enforced",
+        "",
+    ),
+    Option(
         "--shutdown-grace",
         "shutdown_grace",
         _positive_seconds(600),
@@ -486,5 +499,7 @@ def check_combinations(s: Settings) -> None:
         raise ConfigError("--opa-client-cert and --opa-client-key go together: set both or neither")
     if s.opa_url.scheme != "https" and (s.opa_ca_file or s.opa_client_cert):
         raise ConfigError("--opa-ca-file and --opa-client-cert need an https:// --opa-url")
+    if s.shadow_decision_path is not None and s.shadow_decision_path == s.decision_path:
+        raise ConfigError("--shadow-decision-path must differ from --decision-path")
     if s.http_addr == s.grpc_addr:
         raise ConfigError("--http-addr and --grpc-addr must differ")

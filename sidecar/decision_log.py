@@ -15,7 +15,12 @@ import orjson
 
 from sidecar.authorizer import Outcome
 from sidecar.masking import Masker
-from sidecar.verdict import Allow
+from sidecar.shadow import ShadowResult
+from sidecar.verdict import Allow, Deny, Verdict
+
+
+def _outcome(verdict: Verdict) -> str:
+    return "allow" if isinstance(verdict, Allow) else "deny"
 
 
 def _timestamp() -> str:
@@ -34,6 +39,7 @@ class DecisionLog:
         self._decision_path = decision_path
         self._stream = stream if stream is not None else sys.stdout.buffer
         self._masker = masker  # set only with --log-input
+        self.shadow_decision_path = ""
 
     @classmethod
     def open(cls, destination: str, decision_path: str, masker: Masker | None = None) -> DecisionLog:
@@ -73,6 +79,23 @@ class DecisionLog:
             entry["input"] = "<not serialisable>"
             line = orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE)
         self._stream.write(line)
+        self._stream.flush()
+
+    def record_shadow(self, decision_id: str, enforced: Verdict, shadow: ShadowResult) -> None:
+        """A second line for the same decision id: what the candidate policy
+        said, and whether it agrees with what was enforced."""
+        entry: dict[str, Any] = {
+            "time": _timestamp(),
+            "decision_id": decision_id,
+            "shadow_decision_path": self.shadow_decision_path,
+            "enforced": _outcome(enforced),
+            "shadow": _outcome(shadow.verdict),
+            "agrees": _outcome(enforced) == _outcome(shadow.verdict),
+            "shadow_latency_ms": round(shadow.seconds * 1000, 3),
+        }
+        if isinstance(shadow.verdict, Deny):
+            entry["shadow_reason"] = shadow.verdict.reason.value
+        self._stream.write(orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE))
         self._stream.flush()
 
     def close(self) -> None:

@@ -12,6 +12,11 @@ from prometheus_client.exposition import generate_latest
 
 from sidecar.verdict import Allow, DenyReason, Verdict
 
+
+def _outcome(verdict: Verdict) -> str:
+    return "allow" if isinstance(verdict, Allow) else "deny"
+
+
 _CHECK_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -49,6 +54,17 @@ class Metrics:
             "1 when the latest OPA request or health probe got an HTTP answer, else 0.",
             registry=self.registry,
         )
+
+        shadow = Counter(
+            "opa_sidecar_shadow_checks",
+            "Shadow evaluations by enforced and shadow outcome; the off-diagonal pairs are disagreements.",
+            ["enforced", "shadow"],
+            registry=self.registry,
+        )
+        self._shadow = {(e, s): shadow.labels(e, s) for e in ("allow", "deny") for s in ("allow", "deny")}
+
+    def observe_shadow(self, enforced: Verdict, shadow: Verdict) -> None:
+        self._shadow[_outcome(enforced), _outcome(shadow)].inc()
 
     def observe_check(self, verdict: Verdict, seconds: float) -> None:
         if isinstance(verdict, Allow):

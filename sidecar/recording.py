@@ -3,6 +3,7 @@ escape into a deny, write the decision log line, count the metrics."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable
@@ -11,7 +12,8 @@ from sidecar.authorizer import Outcome
 from sidecar.decision_log import DecisionLog
 from sidecar.errors import describe
 from sidecar.metrics import Metrics
-from sidecar.verdict import Deny, DenyReason
+from sidecar.shadow import ShadowResult
+from sidecar.verdict import Deny, DenyReason, Verdict
 
 log = logging.getLogger("sidecar.check")
 
@@ -44,4 +46,17 @@ class Recorder:
         self._metrics.observe_check(outcome.verdict, latency)
         if outcome.opa_seconds is not None:
             self._metrics.observe_opa(outcome.opa_seconds, outcome.opa_reached)
+        if outcome.shadow is not None:
+            enforced = outcome.verdict
+            outcome.shadow.add_done_callback(lambda task: self._record_shadow(decision_id, enforced, task))
         return outcome
+
+    def _record_shadow(self, decision_id: str, enforced: Verdict, task: asyncio.Task[ShadowResult]) -> None:
+        if task.cancelled():
+            return
+        try:
+            result = task.result()
+            self._metrics.observe_shadow(enforced, result.verdict)
+            self._decisions.record_shadow(decision_id, enforced, result)
+        except Exception as exc:  # a shadow's record never affects anything else
+            log.error("check %s: shadow result not recorded: %s", decision_id, describe(exc))
