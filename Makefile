@@ -1,13 +1,16 @@
 # Entry points for a fresh machine. Each target sets up .venv first.
 VENV := .venv/bin
 
-.PHONY: setup test lint demo protos
+.PHONY: setup system-tools test lint demo protos bench
 
 setup:
 	./scripts/setup-venv.sh
 
+system-tools:
+	./scripts/install-system-tools.sh
+
 # The whole test suite: lint, types, then every test. .ci/run calls this.
-test: setup lint
+test: setup system-tools lint
 	$(VENV)/pytest
 
 lint: setup
@@ -22,3 +25,7 @@ demo: setup
 
 protos: setup
 	$(VENV)/python scripts/gen_protos.py
+
+# The benchmark harness (see bench/README or bench/REPORT.md).
+bench: setup system-tools
+	$(VENV)/python -m bench
