@@ -1,0 +1,382 @@
+"""The deployment files, checked without Docker or a cluster: the Envoy configurations
+validate and are current, docker compose and the Kubernetes manifests refer to files
+that exist, pass flags the sidecar accepts, and agree on every address."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from deploy.render import (
+    DEPLOY_DIR,
+    ENVOY_VARIANTS,
+    KUBERNETES_CONFIGMAPS,
+    REPO_ROOT,
+    EnvoyAddresses,
+    RenderError,
+    fill,
+    generated_files,
+    render_envoy,
+)
+from tests.e2e.deploy_files import EnvoyConfig, host_port, sidecar_settings, validate_envoy_config
+
+COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
+KUBERNETES_DIR = DEPLOY_DIR / "kubernetes"
+KUBERNETES_VERSIONS = ["1.30.0", "1.37.0"]  # oldest and newest checked
+
+
+# --- Envoy ---------------------------------------------------------------------
+
+
+def test_generated_files_are_current() -> None:
+    stale = [
+        str(path.relative_to(REPO_ROOT))
+        for path, text in generated_files().items()
+        if not path.exists() or path.read_text() != text
+    ]
+    assert not stale, f"run `python -m deploy.render` to regenerate {stale}"
+
+
+@pytest.mark.parametrize("name", sorted(ENVOY_VARIANTS))
+def test_committed_envoy_configs_validate(name: str) -> None:
+    validate_envoy_config(DEPLOY_DIR / name)
+
+
+def test_envoy_config_keeps_its_fail_closed_settings() -> None:
+    config = EnvoyConfig.load(render_envoy())
+    ext_authz = config.ext_authz
+    assert ext_authz["failure_mode_allow"] is False
+    assert ext_authz["transport_api_version"] == "V3"
+    assert ext_authz["status_on_error"] == {"code": 503}
+    assert ext_authz["validate_mutations"] is True
+    assert ext_authz["deny_at_disable"]["default_value"] is True
+    assert ext_authz["include_peer_certificate"] is True
+    body = ext_authz["with_request_body"]
+    assert body["allow_partial_message"] is True and body["max_request_bytes"] == 8192
+    # Envoy waits longer than the sidecar's own budget, so the sidecar's deny is what arrives.
+    timeout = float(ext_authz["grpc_service"]["timeout"].removesuffix("s"))
+    default_budget = sidecar_settings(["--opa-url", "http://127.0.0.1:8181"]).opa_timeout
+    assert timeout >= default_budget + 0.1
+    # No route may switch the filter off.
+    assert "typed_per_filter_config" not in yaml.safe_dump(config.raw)
+    assert config.admin_address.startswith("127.0.0.1:")
+
+
+def test_variants_differ_only_in_the_sidecar_address() -> None:
+    tcp, unix = (EnvoyConfig.load(render_envoy(ENVOY_VARIANTS[name])) for name in sorted(ENVOY_VARIANTS))
+    assert tcp.sidecar_address == "127.0.0.1:9191"
+    assert unix.sidecar_address == "unix:///run/opa-sidecar/authz.sock"
+    unix.raw["static_resources"]["clusters"][0]["load_assignment"] = tcp.raw["static_resources"]["clusters"][
+        0
+    ]["load_assignment"]
+    assert unix.raw == tcp.raw
+
+
+@pytest.mark.parametrize(
+    ("addresses", "complaint"),
+    [
+        (EnvoyAddresses(sidecar="opa-sidecar:9191"), "sidecar"),
+        (EnvoyAddresses(upstream="unix:///app.sock"), "upstream"),
+        (EnvoyAddresses(listen="0.0.0.0:http"), "listen"),
+        (EnvoyAddresses(admin="0.0.0.0:9901"), "admin"),
+    ],
+)
+def test_render_refuses_addresses_envoy_could_not_use(addresses: EnvoyAddresses, complaint: str) -> None:
+    with pytest.raises(RenderError, match=complaint):
+        render_envoy(addresses)
+
+
+def test_fill_refuses_missing_and_unknown_placeholders() -> None:
+    assert fill("a: ${A}", {"A": "1"}) == "a: 1"
+    with pytest.raises(RenderError, match="no value for B"):
+        fill("a: ${A} ${B}", {"A": "1"})
+    with pytest.raises(RenderError, match="no placeholder C"):
+        fill("a: ${A}", {"A": "1", "C": "2"})
+
+
+# --- docker compose ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    parsed: dict[str, Any] = yaml.safe_load(COMPOSE_FILE.read_text())
+    assert set(parsed["services"]) == {"envoy", "opa", "opa-sidecar", "app"}
+    return parsed
+
+
+def _mounts(service: dict[str, Any]) -> dict[str, Path]:
+    """container path -> host path, for bind mounts."""
+    mounts = {}
+    for volume in service.get("volumes", []):
+        source, target, *_ = volume.split(":")
+        mounts[target] = (REPO_ROOT / source).resolve()
+    return mounts
+
+
+def test_compose_mounts_and_builds_files_that_exist(compose: dict[str, Any]) -> None:
+    for name, service in compose["services"].items():
+        for host_path in _mounts(service).values():
+            assert host_path.exists(), f"{name} mounts {host_path}, which does not exist"
+            assert REPO_ROOT in host_path.parents
+        if "build" in service:
+            assert (REPO_ROOT / service["build"] / "Dockerfile").is_file()
+        image = service.get("image", "")
+        assert re.fullmatch(r"[\w./-]+:v?\d+\.\d+(\.\d+)?(-\w+)?", image), f"{name}: pin {image!r}"
+
+
+def test_compose_runs_the_envoy_config_of_deploy_envoy(compose: dict[str, Any]) -> None:
+    envoy = compose["services"]["envoy"]
+    command = envoy["command"]
+    config_path = command[command.index("--config-path") + 1]
+    mounted = _mounts(envoy)[config_path]
+    assert mounted == DEPLOY_DIR / "envoy" / "envoy-grpc-tcp.yaml"
+    validate_envoy_config(mounted)
+
+
+def test_compose_publishes_one_port_envoys_listener(compose: dict[str, Any]) -> None:
+    published = [port for service in compose["services"].values() for port in service.get("ports", [])]
+    envoy = EnvoyConfig.load((DEPLOY_DIR / "envoy" / "envoy-grpc-tcp.yaml").read_text())
+    assert published == [f"10000:{envoy.listen_address.rpartition(':')[2]}"]
+    for name in ("opa", "opa-sidecar", "app"):
+        # Loopback addresses below are shared with Envoy only through its network namespace.
+        assert compose["services"][name]["network_mode"] == "service:envoy"
+
+
+def test_compose_addresses_agree(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    envoy = EnvoyConfig.load((DEPLOY_DIR / "envoy" / "envoy-grpc-tcp.yaml").read_text())
+    sidecar = sidecar_settings(services["opa-sidecar"]["command"])
+    assert str(sidecar.grpc_addr) == envoy.sidecar_address
+    opa_command = services["opa"]["command"]
+    assert opa_command[:2] == ["run", "--server"]
+    assert f"--addr={host_port(str(sidecar.opa_url))}" in opa_command
+    app_command = services["app"]["command"]
+    assert app_command[app_command.index("--addr") + 1] == envoy.upstream_address
+    assert app_command[-3].endswith("echo_upstream.py")
+
+
+def test_compose_opa_loads_the_repositorys_policies_with_console_decision_logs(
+    compose: dict[str, Any],
+) -> None:
+    opa = compose["services"]["opa"]
+    assert re.fullmatch(r"openpolicyagent/opa:1\.\d+\.\d+", opa["image"])
+    assert "--set=decision_logs.console=true" in opa["command"]
+    policy_dir = opa["command"][-1]
+    assert _mounts(opa)[policy_dir] == REPO_ROOT / "rego"
+
+
+def test_sidecar_settings_reject_unknown_flags() -> None:
+    """The check above can fail: a flag `serve` does not have is refused."""
+    with pytest.raises(AssertionError, match="rejects"):
+        sidecar_settings(["--opa-url", "http://127.0.0.1:8181", "--no-such-flag"])
+
+
+# --- Dockerfile ----------------------------------------------------------------
+
+
+def _dockerfile_stages() -> list[list[str]]:
+    """Instructions (continuation lines joined) grouped by stage."""
+    text = re.sub(r"\\\n\s*", " ", (REPO_ROOT / "Dockerfile").read_text())
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    stages: list[list[str]] = []
+    for line in lines:
+        if line.upper().startswith("FROM "):
+            stages.append([])
+        stages[-1].append(line)
+    return stages
+
+
+def test_dockerfile_runtime_stage_is_small_and_unprivileged() -> None:
+    build, runtime = _dockerfile_stages()
+    assert runtime[0] == "FROM python:3.11-slim"
+    [user] = [line for line in runtime if line.startswith("USER ")]
+    uid = user.split()[1].split(":")[0]
+    assert uid.isdigit() and int(uid) >= 1000, "numeric, so Kubernetes' runAsNonRoot can verify it"
+    assert runtime[-1] == 'ENTRYPOINT ["opa-sidecar", "serve"]'
+    runtime_text = "\n".join(runtime)
+    assert not re.search(r"apt-get|gcc|build-essential|COPY (?!--from)", runtime_text)
+    assert "--no-index" in runtime_text  # only the wheels made in the build stage
+    assert any(line.startswith("RUN pip wheel") for line in build)
+
+
+def test_dockerfile_build_stage_has_what_the_wheel_needs() -> None:
+    """Build a wheel from exactly the files the build stage copies, as the image does."""
+    build, _ = _dockerfile_stages()
+    sources = [word for line in build if line.startswith("COPY ") for word in line.split()[1:-1]]
+    ignored = (REPO_ROOT / ".dockerignore").read_text().split()
+    assert "*" in ignored and all(f"!{source}" in ignored or f"!{source}/" in ignored for source in sources)
+    with tempfile.TemporaryDirectory() as tmp:
+        context = Path(tmp) / "src"
+        context.mkdir()
+        for source in sources:
+            origin = REPO_ROOT / source
+            if origin.is_dir():
+                shutil.copytree(origin, context / source, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                shutil.copy(origin, context / source)
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-cache-dir",
+            "-q",
+            "-w",
+            "out",
+            ".",
+        ]
+        if _has_setuptools():
+            command.insert(-1, "--no-build-isolation")  # faster, and needs no index
+        subprocess.run(command, cwd=context, check=True, capture_output=True, timeout=300)
+        [wheel] = (context / "out").glob("opa_sidecar-*.whl")
+        with zipfile.ZipFile(wheel) as archive:
+            names = archive.namelist()
+            entry_points = next(archive.read(n) for n in names if n.endswith("entry_points.txt"))
+    assert any(name.startswith("sidecar/_proto/envoy/service/auth/v3/") for name in names)
+    assert b"opa-sidecar = sidecar.cli:main" in entry_points
+
+
+def _has_setuptools() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("setuptools") is not None
+
+
+# --- Kubernetes ----------------------------------------------------------------
+
+
+def _kubernetes_documents() -> list[tuple[str, dict[str, Any]]]:
+    kustomization = yaml.safe_load((KUBERNETES_DIR / "kustomization.yaml").read_text())
+    files = sorted(p.name for p in KUBERNETES_DIR.glob("*.yaml") if p.name != "kustomization.yaml")
+    assert sorted(kustomization["resources"]) == files, "kustomization.yaml must list every manifest"
+    return [
+        (name, document)
+        for name in files
+        for document in yaml.safe_load_all((KUBERNETES_DIR / name).read_text())
+        if document
+    ]
+
+
+@pytest.fixture(scope="module")
+def manifests() -> dict[str, dict[str, Any]]:
+    """kind/name -> document."""
+    return {f"{doc['kind']}/{doc['metadata']['name']}": doc for _, doc in _kubernetes_documents()}
+
+
+@pytest.fixture(scope="module")
+def pod(manifests: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    spec: dict[str, Any] = manifests["Deployment/opa-sidecar-demo"]["spec"]["template"]["spec"]
+    return spec
+
+
+def _container(pod: dict[str, Any], name: str) -> dict[str, Any]:
+    [container] = [c for c in pod["containers"] if c["name"] == name]
+    return dict(container)
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_manifests_match_the_kubernetes_schemas(version: str) -> None:
+    import kubernetes_validate
+
+    for name, document in _kubernetes_documents():
+        try:
+            kubernetes_validate.validate(document, version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(
+                f"{name} {document['kind']}: {exc.message} at {list(exc.path)} (Kubernetes {version})"
+            )
+
+
+def test_schema_validation_catches_a_misspelt_field(pod: dict[str, Any]) -> None:
+    import copy
+
+    import kubernetes_validate
+
+    broken = copy.deepcopy(pod)
+    context = broken["containers"][0]["securityContext"]
+    context["readOnlyRootFileSystem"] = context.pop("readOnlyRootFilesystem")
+    document = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x"}, "spec": broken}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(document, KUBERNETES_VERSIONS[-1], strict=True)
+
+
+def test_pod_has_the_four_containers_locked_down(pod: dict[str, Any]) -> None:
+    assert [c["name"] for c in pod["containers"]] == ["app", "envoy", "opa-sidecar", "opa"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["automountServiceAccountToken"] is False
+    for container in pod["containers"]:
+        context = container["securityContext"]
+        assert context["allowPrivilegeEscalation"] is False, container["name"]
+        assert context["readOnlyRootFilesystem"] is True, container["name"]
+        assert context["capabilities"] == {"drop": ["ALL"]}, container["name"]
+        assert context["runAsUser"] > 0, container["name"]
+        resources = container["resources"]
+        for kind in ("requests", "limits"):
+            assert set(resources[kind]) == {"cpu", "memory"}, container["name"]
+        assert "readinessProbe" in container, container["name"]
+        if container["name"] != "app":
+            assert "livenessProbe" in container, container["name"]
+
+
+def test_pod_volumes_come_from_the_configmaps(
+    pod: dict[str, Any], manifests: dict[str, dict[str, Any]]
+) -> None:
+    for volume in pod["volumes"]:
+        if "configMap" in volume:
+            assert f"ConfigMap/{volume['configMap']['name']}" in manifests
+    [policy_volume] = [v["configMap"] for v in pod["volumes"] if v["name"] == "opa-policy"]
+    policy = manifests["ConfigMap/opa-policy"]["data"]
+    # Every policy file is mounted, at its path under rego/.
+    assert {item["key"]: item["path"] for item in policy_volume["items"]} == {
+        key: key.replace("__", "/") for key in policy
+    }
+    assert any(path.endswith(".rego") for path in policy)
+    assert "envoy.yaml" in manifests["ConfigMap/envoy-config"]["data"]
+
+
+def test_configmap_envoy_config_validates(manifests: dict[str, dict[str, Any]]) -> None:
+    text = manifests["ConfigMap/envoy-config"]["data"]["envoy.yaml"]
+    assert text == (DEPLOY_DIR / "envoy" / "envoy-grpc-tcp.yaml").read_text()
+    assert KUBERNETES_CONFIGMAPS in {str(p.relative_to(DEPLOY_DIR)) for p in generated_files()}
+
+
+def test_pod_addresses_agree(pod: dict[str, Any], manifests: dict[str, dict[str, Any]]) -> None:
+    envoy_config = EnvoyConfig.load(manifests["ConfigMap/envoy-config"]["data"]["envoy.yaml"])
+    listen_port = int(envoy_config.listen_address.rpartition(":")[2])
+
+    envoy = _container(pod, "envoy")
+    command = envoy["command"] + envoy["args"]
+    [mount] = [m for m in envoy["volumeMounts"] if m["name"] == "envoy-config"]
+    assert command[command.index("--config-path") + 1] == f"{mount['mountPath']}/envoy.yaml"
+    assert envoy["ports"] == [{"name": "http", "containerPort": listen_port}]
+
+    service = manifests["Service/opa-sidecar-demo"]["spec"]
+    assert service["ports"][0]["targetPort"] == "http"
+    assert manifests["NetworkPolicy/opa-sidecar-demo"]["spec"]["ingress"] == [
+        {"ports": [{"protocol": "TCP", "port": listen_port}]}
+    ]
+
+    sidecar = sidecar_settings(_container(pod, "opa-sidecar")["args"])
+    assert str(sidecar.grpc_addr) == envoy_config.sidecar_address
+    assert sidecar.grpc_addr.host == "127.0.0.1"  # Check is for Envoy alone
+    http_port = {p["name"]: p["containerPort"] for p in _container(pod, "opa-sidecar")["ports"]}
+    assert http_port == {"sidecar-http": sidecar.http_addr.port}
+
+    opa = _container(pod, "opa")
+    assert f"--addr={host_port(str(sidecar.opa_url))}" in opa["args"]
+    [policy_mount] = [m for m in opa["volumeMounts"] if m["name"] == "opa-policy"]
+    assert opa["args"][-1] == policy_mount["mountPath"]
+
+    app = _container(pod, "app")["command"]
+    assert app[app.index("--addr") + 1] == envoy_config.upstream_address
