@@ -14,7 +14,7 @@ from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined
 from grpc_reflection.v1alpha import reflection
 
 from sidecar.authorizer import Authorizer
-from sidecar.config import Settings
+from sidecar.config import ConfigError, Settings
 from sidecar.decision_log import DecisionLog
 from sidecar.envoy.service import SERVICE_NAME, CheckService
 from sidecar.http_authz import HttpAuthz
@@ -94,6 +94,7 @@ class Sidecar:
                 [SERVICE_NAME, "grpc.health.v1.Health", reflection.SERVICE_NAME], self._server
             )
         self.grpc_port = 0
+        self._stopped = False
 
     @property
     def grpc_target(self) -> str:
@@ -140,8 +141,13 @@ class Sidecar:
         """Stop accepting, answer every in-flight check, then close.
 
         Checks end within their own budget; if ``grace`` runs out first, or
-        ``force`` is set (a second SIGTERM), what remains is denied.
+        ``force`` is set (a second SIGTERM), what remains is denied. Only the
+        first call does anything, so an owner may stop a sidecar a test or
+        signal handler already stopped.
         """
+        if self._stopped:
+            return
+        self._stopped = True
         grace = self.settings.shutdown_grace if grace is None else grace
         await self.readiness.draining()
         stopping = asyncio.create_task(self._server.stop(grace))
@@ -162,8 +168,11 @@ class Sidecar:
 
 
 async def serve(settings: Settings) -> None:
-    sidecar = Sidecar(settings)
-    await sidecar.start()
+    try:
+        sidecar = Sidecar(settings)
+        await sidecar.start()
+    except ConfigError as exc:  # TLS material is only read here, after flag parsing
+        raise StartupError(str(exc)) from None
     stop, force = asyncio.Event(), asyncio.Event()
 
     def on_signal() -> None:

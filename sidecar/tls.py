@@ -17,12 +17,28 @@ def grpc_server_credentials(settings: Settings) -> grpc.ServerCredentials | None
     """Credentials for the gRPC listener, or None for plaintext."""
     if not settings.grpc_tls_cert or not settings.grpc_tls_key:
         return None
+    _check_listener_material(settings.grpc_tls_cert, settings.grpc_tls_key, settings.grpc_client_ca)
     chain = Path(settings.grpc_tls_cert).read_bytes()
     key = Path(settings.grpc_tls_key).read_bytes()
     client_ca = Path(settings.grpc_client_ca).read_bytes() if settings.grpc_client_ca else None
     return grpc.ssl_server_credentials(
         [(key, chain)], root_certificates=client_ca, require_client_auth=client_ca is not None
     )
+
+
+def _check_listener_material(cert: str, key: str, client_ca: str | None) -> None:
+    """gRPC only reports bad PEM as a failure to bind the port; load it here
+    first so the error names the flag and the actual problem."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"invalid --grpc-tls-cert / --grpc-tls-key: {exc}") from None
+    if client_ca:
+        try:
+            context.load_verify_locations(client_ca)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"invalid --grpc-client-ca: {exc}") from None
 
 
 def opa_ssl_context(settings: Settings) -> ssl.SSLContext | None:

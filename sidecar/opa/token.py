@@ -23,9 +23,9 @@ def _read(path: str) -> str:
         with open(path, encoding="utf-8") as f:
             token = f.read().strip()
     except (OSError, UnicodeDecodeError) as exc:
-        raise TokenFileError(f"cannot read token file {path}: {type(exc).__name__}") from None
+        raise TokenFileError(f"cannot read --opa-token-file {path}: {type(exc).__name__}") from None
     if not token or any(c.isspace() or not c.isprintable() or not c.isascii() for c in token):
-        raise TokenFileError(f"token file {path} must hold one non-empty token of printable ASCII")
+        raise TokenFileError(f"--opa-token-file {path} must hold one non-empty token of printable ASCII")
     return token
 
 
