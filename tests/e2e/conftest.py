@@ -11,7 +11,7 @@ import pytest
 
 from tests.e2e.stack import Stack, running_stack
 from tests.fault_opa import FaultOpa
-from tests.fixtures.opa import start_opa
+from tests.fixtures.opa import OpaProcess, start_opa
 
 E2E_POLICIES = Path(__file__).parent / "policies"
 
@@ -30,16 +30,20 @@ def pytest_runtest_makereport(
 
 
 @pytest.fixture(scope="module")
-def e2e_stack() -> Iterator[Stack]:
-    """Fail-closed Envoy -> sidecar -> OPA serving tests/e2e/policies."""
+def e2e_opa() -> Iterator[OpaProcess]:
+    """An OPA serving tests/e2e/policies, warmed up."""
     opa = start_opa([E2E_POLICIES])
     # The first evaluation compiles the policy; keep it out of the tests' 150 ms budget.
     opa.request("POST", "/v1/data/envoy/authz/allow", body=json.dumps({"input": {}}))
-    try:
-        with running_stack(opa.url) as stack:
-            yield stack
-    finally:
-        opa.stop()
+    yield opa
+    opa.stop()
+
+
+@pytest.fixture(scope="module")
+def e2e_stack(e2e_opa: OpaProcess) -> Iterator[Stack]:
+    """Fail-closed Envoy -> sidecar -> OPA serving tests/e2e/policies."""
+    with running_stack(e2e_opa.url) as stack:
+        yield stack
 
 
 @pytest.fixture(scope="module")

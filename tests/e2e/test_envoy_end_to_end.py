@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import json
 
-from tests.e2e.conftest import E2E_POLICIES
 from tests.e2e.stack import Stack, running_stack
-from tests.fixtures.opa import OpaFactory
+from tests.fixtures.opa import OpaProcess
 
 BIG_BODY_BYTES = 20_000  # over the configuration's max_request_bytes (8192)
 
@@ -118,9 +117,8 @@ def test_access_log_carries_the_sidecars_decision_id(e2e_stack: Stack) -> None:
         assert line["flags"] == ("UAEX" if reason else "-")
 
 
-def test_sidecar_down_is_a_503_from_a_fail_closed_envoy(opa_server_factory: OpaFactory) -> None:
-    opa = opa_server_factory([E2E_POLICIES])
-    with running_stack(opa.url) as stack:
+def test_sidecar_down_is_a_503_from_a_fail_closed_envoy(e2e_opa: OpaProcess) -> None:
+    with running_stack(e2e_opa.url) as stack:
         assert stack.envoy.request("GET", "/allowed/before").status == 200
         stack.sidecar.kill()
         response = stack.envoy.request("GET", "/allowed/after")
@@ -130,9 +128,8 @@ def test_sidecar_down_is_a_503_from_a_fail_closed_envoy(opa_server_factory: OpaF
         assert [r["path"] for r in stack.upstream.received] == ["/allowed/before"]
 
 
-def test_sidecar_on_a_unix_socket(opa_server_factory: OpaFactory) -> None:
-    opa = opa_server_factory([E2E_POLICIES])
-    with running_stack(opa.url, sidecar_on_unix_socket=True) as stack:
+def test_sidecar_on_a_unix_socket(e2e_opa: OpaProcess) -> None:
+    with running_stack(e2e_opa.url, sidecar_on_unix_socket=True) as stack:
         assert stack.sidecar.grpc_addr.startswith("unix:///")
         allowed = stack.envoy.request("GET", "/allowed/over-uds", headers={"x-user-id": "mallory"})
         assert allowed.status == 200, allowed.text
