@@ -1,0 +1,1 @@
+"""Certificates and an Envoy bootstrap for TLS and mTLS tests, generated per test run."""
