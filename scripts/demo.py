@@ -105,9 +105,12 @@ def start_ready_opa(socket_path: Path) -> OpaProcess:
     return opa
 
 
-def show_response(response: Response, decision: dict[str, Any]) -> None:
-    first_line = response.text.strip().splitlines()[0] if response.text.strip() else ""
-    say(f"  HTTP {response.status}   {first_line[:100]}")
+def show_response(response: Response, decision: dict[str, Any], reached: bool) -> None:
+    if reached:
+        say(f"  HTTP {response.status}, from the application (its echo of the request)")
+    else:
+        body = response.text.strip().splitlines()[0] if response.text.strip() else "(empty body)"
+        say(f"  HTTP {response.status}, from Envoy: {body[:100]}")
     if decision:
         reason = f", reason {decision['reason']}" if decision.get("reason") else ""
         say(f"  sidecar decision: {decision['outcome']}{reason} (decision id {decision['decision_id']})")
@@ -118,15 +121,16 @@ def tour(demo: Demo) -> None:
     say("rego/envoy/authz.rego lets anyone GET /public/...; Envoy forwards the request,")
     say("with the headers the policy added, to the application (it echoes what it got).")
     response, reached = demo.send("/public/hello")
-    show_response(response, demo.decision("/public/hello"))
+    show_response(response, demo.decision("/public/hello"), reached)
     added = {
         name: values[0]
         for name, values in (response.json().get("headers", {}) if reached else {}).items()
         if name.startswith("x-authz") or name.startswith("x-auth-")
     }
+    shown = ", ".join(f"{name}: {value}" for name, value in added.items())
     demo.expect(
         response.status == 200 and reached,
-        f"allowed; the application saw {added or 'the request'}",
+        "allowed; the application received it" + (f", with {shown}" if shown else ""),
         "expected a 200 from the application",
     )
 
@@ -134,7 +138,7 @@ def tour(demo: Demo) -> None:
     say("Without a credential, the policy denies everything outside /public. The sidecar")
     say("answers Envoy with the policy's status and body; the application never sees it.")
     response, reached = demo.send("/api/orders")
-    show_response(response, demo.decision("/api/orders"))
+    show_response(response, demo.decision("/api/orders"), reached)
     demo.expect(
         400 <= response.status < 500 and not reached,
         f"denied with {response.status} before reaching the application",
@@ -147,7 +151,7 @@ def tour(demo: Demo) -> None:
     demo.stop_opa()
     response, reached = demo.send("/public/while-opa-is-down")
     decision = demo.decision("/public/while-opa-is-down")
-    show_response(response, decision)
+    show_response(response, decision, reached)
     demo.expect(
         response.status == 403 and not reached and decision.get("reason") == "opa_unreachable",
         "denied while OPA is down, though the policy would allow this path",
@@ -158,7 +162,7 @@ def tour(demo: Demo) -> None:
     demo.restart_opa()
     say("OPA restarted; the next check asks it again (no cache, no retries).")
     response, reached = demo.send("/public/hello-again")
-    show_response(response, demo.decision("/public/hello-again"))
+    show_response(response, demo.decision("/public/hello-again"), reached)
     demo.expect(response.status == 200 and reached, "allowed again", "expected a 200 once OPA is back")
 
 
@@ -167,9 +171,8 @@ def print_try_it(demo: Demo) -> None:
     say(f"Envoy listens on {demo.base_url}. Try:")
     say(f"  {demo.curl('/public/anything')}")
     say(f"  {demo.curl('/api/orders')}")
-    say(f"  curl -s -X POST -H 'content-type: application/json' -d '{{\"a\": 1}}' {demo.base_url}/public/x")
     say(f"  curl -s http://127.0.0.1:{demo.envoy.admin_port}/stats | grep ext_authz   # Envoy's counters")
-    say("Logs (one JSON line a request or decision):")
+    say("Logs, one JSON line a request or decision (removed when the demo stops):")
     say(f"  Envoy access log:      {demo.envoy.logs['access']}")
     say(f"  sidecar decision log:  {demo.sidecar.logs['stdout']}")
     say("Edit rego/ and re-run `make demo` to try your own policy. Ctrl-C stops everything.")
