@@ -90,9 +90,12 @@ def opa_request_body(input_doc: dict[str, Any]) -> bytes:
 # --- attributes: a hand-written walk of the known messages ------------------
 #
 # Same output as the plugin's reflection walk (fields present/non-zero only,
-# JSON names), written out per message because it runs on every request:
-# measured about twice as fast as a generic ListFields() walk in Python.
-# Unknown fields are ignored, as protoreflect's Range ignores them.
+# JSON names), written out per message because it runs on every request: on
+# a 20-header request it measured ~28 us against ~32 us for a generic
+# ListFields() walk with cached per-message plans, ~39 us for a plain one and
+# ~67 us for json_format.MessageToDict. A unit test compares it with a
+# generic walk over a request with every field set, so it cannot silently
+# fall behind the protos. Unknown fields are ignored, as Range ignores them.
 
 
 def _attributes(ac: attribute_context_pb2.AttributeContext) -> dict[str, Any]:
@@ -444,8 +447,10 @@ def _loads_json(text: str, what: str) -> Any:
     escapes, control characters and trailing data). It turns integers beyond
     64 bits into floats and rounds long decimals, so a result holding any
     float is read again by the stdlib parser with exact integers and checked
-    floats (cheaper than scanning the text for such numbers up front). Go
-    replaces lone surrogate escapes with U+FFFD; they are refused here."""
+    floats (cheaper than scanning the text for such numbers up front).
+
+    Refused where Go accepts: lone surrogate escapes (Go writes U+FFFD) and
+    a trailing ``null`` token (OPA's trailing-data check misses it)."""
     try:
         value = orjson.loads(text)
     except orjson.JSONDecodeError:
@@ -485,9 +490,23 @@ def _holds_float(container: Any, depth: int, what: str) -> bool:
 
 _TSPECIALS: Final = frozenset('()<>@,;:\\"/[]?=')
 _TOKEN_CHARS: Final = frozenset(chr(c) for c in range(0x21, 0x7F)) - _TSPECIALS
-# unicode.IsSpace
-_GO_SPACE: Final = "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"  # noqa: E501
+# Go's unicode.IsSpace, which mime trims with.
+_GO_SPACE: Final = (
+    "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
+    "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
 _TOKEN: Final = re.compile("[" + re.escape("".join(sorted(_TOKEN_CHARS))) + "]+")
+_TSPECIALS_CLASS: Final = "[" + re.escape("".join(sorted(_TSPECIALS))) + "]"
+_SPACES: Final = "[" + re.escape(_GO_SPACE) + "]*"
+# One ";key=value" parameter with the whitespace Go skips around each piece.
+# A quoted value as Go reads it: a backslash escapes a tspecial and is kept
+# as itself before anything else; CR or LF ends it unsuccessfully. Atomic, so
+# an escaped quote is never re-read as the closing one.
+_PARAM: Final = re.compile(
+    rf"{_SPACES};{_SPACES}({_TOKEN.pattern}){_SPACES}={_SPACES}"
+    rf'(?:({_TOKEN.pattern})|"((?>\\{_TSPECIALS_CLASS}|[^"\\\r\n]|\\)*+)")'
+)
+_QUOTED_PAIR: Final = re.compile(r"\\(" + _TSPECIALS_CLASS + ")")
 # textproto header names: RFC 7230 tchar, plus a space Go tolerates (go.dev/issue/34540).
 _BAD_HEADER_NAME: Final = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9A-Za-z ]")
 # Header value bytes Go's textproto accepts: HTAB, SP..~ and obs-text.
@@ -498,84 +517,52 @@ class _MediaTypeError(Exception):
     """mime.ParseMediaType failed."""
 
 
-def _consume_token(v: str) -> tuple[str, str]:
-    m = _TOKEN.match(v)
-    if m is None:
-        return "", v
-    return m.group(), v[m.end() :]
+def _token_end(v: str, i: int) -> int:
+    m = _TOKEN.match(v, i)
+    return i if m is None else m.end()
 
 
-def _consume_value(v: str) -> tuple[str, str]:
-    if not v:
-        return "", v
-    if v[0] != '"':
-        return _consume_token(v)
-    chars: list[str] = []
-    i = 1
-    while i < len(v):
-        c = v[i]
-        if c == '"':
-            return "".join(chars), v[i + 1 :]
-        if c == "\\" and i + 1 < len(v) and v[i + 1] in _TSPECIALS:
-            chars.append(v[i + 1])
-            i += 2
-            continue
-        if c in "\r\n":
-            return "", v
-        chars.append(c)
-        i += 1
-    return "", v  # unterminated
-
-
-def _consume_param(v: str) -> tuple[str, str, str]:
-    rest = v.lstrip(_GO_SPACE)
-    if not rest.startswith(";"):
-        return "", "", v
-    rest = rest[1:].lstrip(_GO_SPACE)
-    param, rest = _consume_token(rest)
-    if not param:
-        return "", "", v
-    param = param.lower()
-    rest = rest.lstrip(_GO_SPACE)
-    if not rest.startswith("="):
-        return "", "", v
-    rest = rest[1:].lstrip(_GO_SPACE)
-    value, after = _consume_value(rest)
-    if not value and after == rest:
-        return "", "", v
-    return param, value, after
+def _is_media_type(mediatype: str) -> bool:
+    """mime's checkMediaTypeDisposition: a token, or token/token."""
+    end = _token_end(mediatype, 0)
+    if end == 0:
+        return False
+    if end == len(mediatype):
+        return True
+    if mediatype[end] != "/":
+        return False
+    sub_end = _token_end(mediatype, end + 1)
+    return sub_end > end + 1 and sub_end == len(mediatype)
 
 
 def _parse_media_type(v: str, wanted: str) -> tuple[str, str | None]:
     """mime.ParseMediaType(v): the lower-cased media type and the parameter
     ``wanted`` (None when absent). RFC 2231 forms of ``wanted`` are not
-    decoded here and are refused (BadRequest), so a value is never misread."""
-    base = v.partition(";")[0]
-    mediatype = base.lower().strip(_GO_SPACE)
-    major, rest = _consume_token(mediatype)
-    if not major:
+    decoded here and are refused (BadRequest), so a value is never misread.
+    Walks by index: slicing the rest at each parameter would be quadratic."""
+    semicolon = v.find(";")
+    base_end = len(v) if semicolon == -1 else semicolon
+    mediatype = v[:base_end].lower().strip(_GO_SPACE)
+    if not _is_media_type(mediatype):
         raise _MediaTypeError
-    if rest:
-        if not rest.startswith("/"):
-            raise _MediaTypeError
-        minor, rest = _consume_token(rest[1:])
-        if not minor or rest:
-            raise _MediaTypeError
     params: dict[str, str] = {}
-    v = v[len(base) :]
-    while v:
-        v = v.lstrip(_GO_SPACE)
-        if not v:
-            break
-        key, value, rest = _consume_param(v)
-        if not key:
-            if rest.strip(_GO_SPACE) == ";":
-                break  # a trailing semicolon is allowed
+    i = base_end
+    while i < len(v):
+        m = _PARAM.match(v, i)
+        if m is None:
+            rest = v[i:].strip(_GO_SPACE)
+            if rest in ("", ";"):
+                break  # trailing space or a trailing semicolon is allowed
             raise _MediaTypeError
-        if key in params and params[key] != value:
-            raise _MediaTypeError  # duplicate parameter with another value
+        key, token, quoted = m.groups()
+        key = key.lower()
+        value = token
+        if value is None:
+            value = _QUOTED_PAIR.sub(r"\1", quoted) if "\\" in quoted else quoted
+        if params.get(key, value) != value:
+            raise _MediaTypeError  # a repeated parameter must repeat its value
         params[key] = value
-        v = rest
+        i = m.end()
     if any(k.partition("*")[0] == wanted for k in params if "*" in k):
         raise BadRequest(f"unsupported RFC 2231 {wanted} parameter in multipart body")
     return mediatype, params.get(wanted)
@@ -671,11 +658,20 @@ class _MultipartReader:
             if expect_new_part:
                 raise BadRequest("malformed multipart body")
             if self.parts_read == 0:
-                continue  # preamble
+                # Preamble: only a line starting with the boundary can end it.
+                self._skip_to_boundary_line()
+                continue
             if line == self.nl:
                 expect_new_part = True
                 continue
             raise BadRequest("malformed multipart body")
+
+    def _skip_to_boundary_line(self) -> None:
+        data = self.data
+        i = data.find(self.dash_boundary, self.pos)
+        while i > self.pos and data[i - 1 : i] != b"\n":
+            i = data.find(self.dash_boundary, i + 1)
+        self.pos = len(data) if i == -1 else i
 
     def _headers(self) -> dict[bytes, bytes]:
         """textproto.ReadMIMEHeader: names lower-cased, first value kept."""
@@ -689,8 +685,11 @@ class _MultipartReader:
             if b":" not in line:
                 raise BadRequest("malformed multipart part header")
             # Continuation lines are joined with one space.
-            while self.data[self.pos : self.pos + 1] in (b" ", b"\t"):
-                line += b" " + self._header_line()
+            if self.data[self.pos : self.pos + 1] in (b" ", b"\t"):
+                pieces = [line]
+                while self.data[self.pos : self.pos + 1] in (b" ", b"\t"):
+                    pieces.append(self._header_line())
+                line = b" ".join(pieces)
             name, _, value = line.partition(b":")
             if not name or _BAD_HEADER_NAME.search(name) or _BAD_HEADER_VALUE.search(value):
                 raise BadRequest("malformed multipart part header")
@@ -701,6 +700,8 @@ class _MultipartReader:
     def _header_line(self) -> bytes:
         line, eof = self._line()
         if eof:
+            # Go's NextPart reports this as the end of the form and the
+            # plugin keeps the parts before it; a cut-off part is refused here.
             raise BadRequest("multipart part headers are not terminated")
         line = line[:-2] if line.endswith(b"\r\n") else line[:-1]
         return line.strip(b" \t")
@@ -738,15 +739,17 @@ class _MultipartReader:
 def _form_name(disposition: bytes) -> str:
     """Part.FormName: the name parameter of a form-data disposition, else ""
     (an unparseable disposition also gives "", as in Go)."""
+    # Bytes that are not UTF-8 become lone surrogates: never token characters
+    # (as in Go), and detectable if they end up in the name.
     try:
-        text = disposition.decode("utf-8")
-    except UnicodeDecodeError:
-        # Go keeps the bytes; refused for the reason given in _unescape.
-        raise BadRequest("multipart content-disposition is not valid UTF-8") from None
-    try:
-        kind, name = _parse_media_type(text, "name")
+        kind, name = _parse_media_type(disposition.decode("utf-8", "surrogateescape"), "name")
     except _MediaTypeError:
         return ""
-    if kind != "form-data":
+    if kind != "form-data" or not name:
         return ""
-    return name or ""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        # Go keeps the bytes; refused for the reason given in _unescape.
+        raise BadRequest("multipart field name is not valid UTF-8") from None
+    return name
