@@ -26,6 +26,7 @@ from sidecar.opa.http1 import Endpoint
 from sidecar.opa.token import TokenFile, TokenFileError
 from sidecar.readiness import Readiness
 from sidecar.recording import Recorder
+from sidecar.shadow import Shadow
 from sidecar.tls import grpc_server_credentials, opa_ssl_context
 
 log = logging.getLogger("sidecar")
@@ -43,7 +44,7 @@ class StartupError(Exception):
     """The process cannot start serving (e.g. the address is taken)."""
 
 
-def build_opa_client(settings: Settings) -> OpaClient:
+def build_opa_client(settings: Settings, decision_path: str | None = None) -> OpaClient:
     url = settings.opa_url
     endpoint = Endpoint(url.host, url.port, unix_path=url.unix_path, ssl_context=opa_ssl_context(settings))
     try:
@@ -53,7 +54,7 @@ def build_opa_client(settings: Settings) -> OpaClient:
     return OpaClient(
         endpoint,
         path_prefix=url.path_prefix,
-        decision_path=settings.decision_path,
+        decision_path=decision_path or settings.decision_path,
         strict_builtin_errors=settings.strict_builtin_errors,
         max_response_bytes=settings.opa_max_response_bytes,
         authorization=token,
@@ -67,6 +68,14 @@ class Sidecar:
         self.settings = settings
         self.metrics = Metrics()
         self.opa = build_opa_client(settings)
+        self.shadow = None
+        if settings.shadow_decision_path is not None:
+            self.shadow = Shadow(
+                build_opa_client(settings, settings.shadow_decision_path),
+                settings.shadow_decision_path,
+                settings.opa_timeout,
+                settings.max_inflight,
+            )
         self.authorizer = Authorizer(
             self.opa,
             opa_timeout=settings.opa_timeout,
@@ -74,10 +83,12 @@ class Sidecar:
             parse_body=not settings.skip_request_body_parse,
             require=settings.require,
             require_tls_peer=settings.require_tls_peer,
+            shadow=self.shadow,
         )
         self.metrics.inflight.set_function(lambda: self.authorizer.inflight)
         masker = Masker(settings.mask_headers, settings.mask_pointers) if settings.log_input else None
         self.decisions = decisions or DecisionLog.open(settings.decision_log, settings.decision_path, masker)
+        self.decisions.shadow_decision_path = settings.shadow_decision_path or ""
         self.recorder = Recorder(self.decisions, self.metrics)
         self.service = CheckService(self.authorizer, self.recorder)
         self.health = health_aio.HealthServicer()
@@ -163,6 +174,8 @@ class Sidecar:
         for waiter in waiters[1:]:
             waiter.cancel()
         await self.http.stop()
+        if self.shadow is not None:
+            self.shadow.cancel_all()
         self.opa.close()
         self.decisions.close()
 
