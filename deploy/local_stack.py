@@ -199,6 +199,9 @@ def start_sidecar(
             # Lost the race for the port: another process bound it first. Try another.
             if attempt + 1 == attempts or "cannot listen" not in sidecar.log():
                 raise
+        except BaseException:
+            sidecar.stop()
+            raise
     raise AssertionError("unreachable")
 
 
@@ -214,17 +217,9 @@ def envoy_binary() -> str:
     return found
 
 
-def local_addresses(
-    upstream: str, sidecar: str, workdir: Path, listen: str = "127.0.0.1:0"
-) -> EnvoyAddresses:
-    """Addresses for an Envoy on this machine: loopback, ports picked by Envoy, log in `workdir`."""
-    return EnvoyAddresses(
-        listen=listen,
-        upstream=upstream,
-        sidecar=sidecar,
-        admin="127.0.0.1:0",
-        access_log=str(workdir / "envoy.access.log"),
-    )
+def local_addresses(upstream: str, sidecar: str, listen: str = "127.0.0.1:0") -> EnvoyAddresses:
+    """Addresses for an Envoy on this machine: loopback, ports picked by Envoy."""
+    return EnvoyAddresses(listen=listen, upstream=upstream, sidecar=sidecar, admin="127.0.0.1:0")
 
 
 @dataclass
@@ -244,7 +239,7 @@ class EnvoyProcess(ManagedProcess):
         return {s["name"]: int(s["value"]) for s in stats if "value" in s and s["name"].startswith(prefix)}
 
     def access_log(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.log("access").splitlines() if line.strip()]
+        return [json.loads(line) for line in self.log("stdout").splitlines() if line.strip()]
 
 
 def start_envoy(config_yaml: str, workdir: Path, *, timeout: float = START_TIMEOUT) -> EnvoyProcess:
@@ -265,7 +260,8 @@ def start_envoy(config_yaml: str, workdir: Path, *, timeout: float = START_TIMEO
         # Access log lines reach the file at once, not after the default 10 s.
         "--file-flush-interval-msec", "20",
     ]  # fmt: skip
-    logs = {"stderr": "envoy.stderr", "log": "envoy.log", "access": "envoy.access.log"}
+    # Envoy's own log goes to --log-path; its stdout carries the access log only.
+    logs = {"stderr": "envoy.stderr", "log": "envoy.log", "stdout": "envoy.access.log"}
     proc = _spawn("envoy", command, workdir, logs)
     envoy = EnvoyProcess(proc.name, proc.process, proc.logs)
 
@@ -273,8 +269,12 @@ def start_envoy(config_yaml: str, workdir: Path, *, timeout: float = START_TIMEO
         text = admin_file.read_text().strip() if admin_file.exists() else ""
         return int(text.rpartition(":")[2]) if text else None
 
-    envoy.admin_port = _wait(envoy, admin_port, "writing its admin address", timeout)
-    _wait(envoy, lambda: envoy.admin("/ready").status == 200, "becoming ready", timeout)
-    listeners = envoy.admin("/listeners?format=json").json()["listener_statuses"]
-    envoy.port = int(listeners[0]["local_address"]["socket_address"]["port_value"])
+    try:
+        envoy.admin_port = _wait(envoy, admin_port, "writing its admin address", timeout)
+        _wait(envoy, lambda: envoy.admin("/ready").status == 200, "becoming ready", timeout)
+        listeners = envoy.admin("/listeners?format=json").json()["listener_statuses"]
+        envoy.port = int(listeners[0]["local_address"]["socket_address"]["port_value"])
+    except BaseException:
+        envoy.stop()
+        raise
     return envoy

@@ -41,7 +41,6 @@ class EnvoyAddresses:
     upstream: str = "127.0.0.1:8080"  # the application behind Envoy
     sidecar: str = "127.0.0.1:9191"  # opa-sidecar's --grpc-addr (HOST:PORT or unix:///path)
     admin: str = "127.0.0.1:9901"  # Envoy's admin interface; loopback only
-    access_log: str = "/dev/stdout"
 
 
 def socket_address(text: str, *, what: str, allow_unix: bool = False) -> str:
@@ -85,7 +84,6 @@ def render_envoy(addresses: EnvoyAddresses | None = None, template: Path = ENVOY
             "UPSTREAM": socket_address(a.upstream, what="upstream"),
             "SIDECAR": socket_address(a.sidecar, what="sidecar", allow_unix=True),
             "ADMIN": socket_address(a.admin, what="admin"),
-            "ACCESS_LOG": json.dumps(a.access_log),
         },
     )
 

@@ -173,7 +173,7 @@ def print_try_it(demo: Demo) -> None:
     say(f"  {demo.curl('/api/orders')}")
     say(f"  curl -s http://127.0.0.1:{demo.envoy.admin_port}/stats | grep ext_authz   # Envoy's counters")
     say("Logs, one JSON line a request or decision (removed when the demo stops):")
-    say(f"  Envoy access log:      {demo.envoy.logs['access']}")
+    say(f"  Envoy access log:      {demo.envoy.logs['stdout']}")
     say(f"  sidecar decision log:  {demo.sidecar.logs['stdout']}")
     say("Edit rego/ and re-run `make demo` to try your own policy. Ctrl-C stops everything.")
 
@@ -203,7 +203,7 @@ def running_demo(port: int) -> Iterator[Demo]:
         sidecar = start_sidecar(opa.url, workdir)
         cleanup.callback(sidecar.stop)
         say(f"  opa-sidecar:  python -m sidecar serve --opa-url {opa.url} --grpc-addr {sidecar.grpc_addr}")
-        addresses = local_addresses(upstream.addr, sidecar.grpc_addr, workdir, listen=f"127.0.0.1:{port}")
+        addresses = local_addresses(upstream.addr, sidecar.grpc_addr, listen=f"127.0.0.1:{port}")
         envoy = start_envoy(render_envoy(addresses), workdir)
         cleanup.callback(envoy.stop)
         say(f"  Envoy:        deploy/envoy/templates/envoy.yaml on 127.0.0.1:{envoy.port}")

@@ -91,7 +91,7 @@ def running_stack(
         grpc_addr = f"unix://{workdir / 'authz.sock'}" if sidecar_on_unix_socket else None
         sidecar = start_sidecar(opa_url, workdir, grpc_addr=grpc_addr, extra_args=sidecar_args)
         cleanup.callback(sidecar.stop)
-        config = render_envoy(local_addresses(upstream.addr, sidecar.grpc_addr, workdir))
+        config = render_envoy(local_addresses(upstream.addr, sidecar.grpc_addr))
         envoy = start_envoy(fail_open(config) if envoy_fail_open else config, workdir)
         cleanup.callback(envoy.stop)
         yield Stack(upstream, sidecar, envoy, workdir)
