@@ -65,7 +65,9 @@ class Authorizer:
         require: tuple[JsonPointer, ...] = (),
         require_tls_peer: bool = False,
         shadow: Shadow | None = None,
+        max_request_bytes: int = 4 << 20,
     ) -> None:
+        self._max_request_bytes = max_request_bytes
         self._opa = opa
         self._shadow = shadow
         self._opa_timeout = opa_timeout
@@ -124,6 +126,12 @@ class Authorizer:
                 self._tasks.discard(task)
 
     async def _decide_bytes(self, request_bytes: bytes, deadline: float) -> Outcome:
+        if len(request_bytes) > self._max_request_bytes:
+            # Refused before parsing: a huge body would hold the event loop.
+            detail = (
+                f"CheckRequest of {len(request_bytes)} bytes is over the {self._max_request_bytes} byte limit"
+            )
+            return Outcome(Deny(DenyReason.BAD_REQUEST, detail, http_status=413, body="request too large\n"))
         try:
             request = CheckRequest.FromString(request_bytes)
         except DecodeError:

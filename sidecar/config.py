@@ -86,6 +86,7 @@ class Settings:
     shutdown_grace: float = 5.0
     http_failure_status: int = 403
     shadow_decision_path: str | None = None
+    max_request_bytes: int = 4 << 20
 
 
 # -- value parsers: each takes the raw string and raises ValueError with a reason
@@ -295,6 +296,14 @@ SERVE_OPTIONS: tuple[Option, ...] = (
         "leave parsed_body and truncated_body out of the input document",
         "false",
         is_switch=True,
+    ),
+    Option(
+        "--max-request-bytes",
+        "max_request_bytes",
+        _int_range(1024, 1 << 30),
+        "largest CheckRequest accepted (headers and buffered body); a larger one is denied "
+        "(bad_request, HTTP 413) before it is parsed",
+        str(4 << 20),
     ),
     Option(
         "--opa-max-response-bytes",

@@ -32,8 +32,8 @@ from sidecar.tls import grpc_server_credentials, opa_ssl_context
 log = logging.getLogger("sidecar")
 
 # gRPC refuses messages over 4 MiB with an error status before any handler
-# runs, and Envoy may treat an error as an allow. Envoy's own body limit
-# bounds what it sends; the sidecar accepts it and decides.
+# runs, and Envoy may treat an error as an allow. So gRPC takes any size and
+# the handler denies one over --max-request-bytes before parsing it.
 _GRPC_OPTIONS = [("grpc.max_receive_message_length", -1), ("grpc.so_reuseport", 0)]
 # Checks still waiting this long before the grace ends are denied, so that
 # each gets its answer before gRPC cancels what remains.
@@ -84,6 +84,7 @@ class Sidecar:
             require=settings.require,
             require_tls_peer=settings.require_tls_peer,
             shadow=self.shadow,
+            max_request_bytes=settings.max_request_bytes,
         )
         self.metrics.inflight.set_function(lambda: self.authorizer.inflight)
         masker = Masker(settings.mask_headers, settings.mask_pointers) if settings.log_input else None
@@ -162,22 +163,31 @@ class Sidecar:
         grace = self.settings.shutdown_grace if grace is None else grace
         await self.readiness.draining()
         stopping = asyncio.create_task(self._server.stop(grace))
+        drained = asyncio.create_task(self._checks_drained(stopping))
         abort_at = max(grace - _ABORT_AHEAD_SECONDS, 0.0)
-        waiters: list[asyncio.Future[Any]] = [stopping]
+        waiters: list[asyncio.Future[Any]] = [drained]
         if force is not None:
             waiters.append(asyncio.ensure_future(force.wait()))
         done, _ = await asyncio.wait(waiters, timeout=abort_at, return_when=asyncio.FIRST_COMPLETED)
-        if stopping not in done:
+        if drained not in done:
             log.warning("denying %d checks still in flight", self.authorizer.inflight)
             self.authorizer.abort_all()
         await stopping
-        for waiter in waiters[1:]:
+        for waiter in waiters:
             waiter.cancel()
         await self.http.stop()
         if self.shadow is not None:
             self.shadow.cancel_all()
         self.opa.close()
         self.decisions.close()
+
+    async def _checks_drained(self, grpc_stopped: asyncio.Task[None]) -> None:
+        """gRPC has drained and no check is left from any way in: the HTTP
+        listener's checks (HTTP mode, JSON API) are not part of gRPC's drain."""
+        await asyncio.wait([grpc_stopped])
+        # The authorizer signals nothing when it goes idle; polling only runs during shutdown.
+        while self.authorizer.inflight:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
 
 
 async def serve(settings: Settings) -> None:

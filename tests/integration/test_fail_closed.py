@@ -306,3 +306,23 @@ async def test_policy_metadata_cannot_spoof_the_decision_id(
 
 def test_fault_list_is_json() -> None:
     json.dumps(NON_200)
+
+
+async def test_an_oversized_request_is_denied_before_parsing(fault_opa: FaultOpa) -> None:
+    async with running_sidecar(fault_opa.url, max_request_bytes=4096) as sidecar:
+        big = check_request("POST", "/upload", body="x" * 8000, headers={"content-type": "text/plain"})
+        response = await sidecar.check(big)
+        small = await sidecar.check(check_request("POST", "/upload", body="x" * 100))
+    assert_denied(response, "bad_request", http_status=413)
+    assert small.status.code == 0
+    assert fault_opa.count == 1
+
+
+async def test_a_request_over_grpcs_default_limit_still_gets_a_deny_response(fault_opa: FaultOpa) -> None:
+    # Over gRPC's 4 MiB default: without the sidecar's own limit this would be
+    # an error status, which a fail-open Envoy lets through.
+    async with running_sidecar(fault_opa.url) as sidecar:
+        huge = check_request("POST", "/upload", body="x" * (5 << 20), headers={"content-type": "text/plain"})
+        response = await sidecar.check(huge, timeout=10.0)
+    assert_denied(response, "bad_request", http_status=413)
+    assert fault_opa.count == 0
