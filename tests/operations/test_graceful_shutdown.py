@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import aiohttp
 import grpc
 import pytest
 
@@ -141,3 +142,31 @@ async def test_checks_still_waiting_for_opa_are_denied_when_the_grace_ends(
     assert exit_after < (1.5 if second_sigterm else 2.0)
     decisions = child.decisions()
     assert [d["reason"] for d in decisions] == ["shutting_down"] * n
+
+
+async def test_http_mode_checks_are_part_of_the_drain(fault_opa: FaultOpa, tmp_path: Path) -> None:
+    # Only an HTTP-mode check in flight: gRPC has nothing to drain, but the
+    # grace still bounds this check and it is answered, not dropped.
+    fault_opa.set(Behaviour.hang())
+    child = SidecarProcess.start(
+        tmp_path, fault_opa.url, "--opa-timeout", "5", "--shutdown-grace", "1", "--ready-without-opa"
+    )
+    try:
+        async with aiohttp.ClientSession() as session:
+            url = f"http://127.0.0.1:{child.http_port}/ext_authz/orders"
+            pending = asyncio.ensure_future(session.get(url, timeout=aiohttp.ClientTimeout(total=10)))
+            await _until(lambda: _posts(fault_opa) == 1, 5, "the check to reach OPA")
+            child.signal()
+            signalled = time.monotonic()
+            async with await pending as response:
+                status = response.status
+            answered_in = time.monotonic() - signalled
+        exit_code = await _exit_code(child, 3)
+        exit_after = time.monotonic() - signalled
+    finally:
+        child.kill()
+    assert status == 403
+    assert [d["reason"] for d in child.decisions()] == ["shutting_down"]
+    assert answered_in < 1.2  # the grace, not the 5 s OPA budget
+    assert exit_code == 0
+    assert exit_after < 2.0
