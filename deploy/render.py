@@ -6,8 +6,9 @@
 
 The template (`deploy/envoy/templates/envoy.yaml`) has `${NAME}` placeholders, one per
 address; everything else is fixed. The committed renders (the Envoy files docker compose
-mounts, the Kubernetes ConfigMaps) are produced here, and the tests and the demo render the
-same template with their own ports, so all of them run one configuration.
+mounts, the Kubernetes ConfigMaps of Envoy's configuration, `rego/` and the demo app, and
+the list of policy files in the Deployment) are produced here; the tests and the demo
+render the same template with their own ports, so all of them run one configuration.
 """
 
 from __future__ import annotations
