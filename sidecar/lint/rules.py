@@ -1,0 +1,120 @@
+"""Every rule the linter knows, with its fixed severity. docs/lint.md lists them;
+a test checks that each one has a fixture that triggers it."""
+
+from __future__ import annotations
+
+from sidecar.lint.findings import Rule, Severity
+
+ERROR, WARNING, INFO = Severity.ERROR, Severity.WARNING, Severity.INFO
+
+# -- Envoy ext_authz filter settings
+FAILURE_MODE_ALLOW = Rule(
+    "failure-mode-allow", ERROR, "failure_mode_allow: true lets requests through on errors"
+)
+SHADOW_MODE = Rule("shadow-mode", ERROR, "shadow_mode: true records denials but lets the requests through")
+FILTER_DISABLED_FRACTION = Rule(
+    "filter-disabled-fraction", ERROR, "filter_enabled below 100% without deny_at_disable skips some checks"
+)
+FILTER_ENABLED_RUNTIME = Rule(
+    "filter-enabled-runtime",
+    WARNING,
+    "a runtime key can turn filter_enabled down while deny_at_disable is unset",
+)
+FILTER_ENABLED_METADATA = Rule(
+    "filter-enabled-metadata",
+    ERROR,
+    "filter_enabled_metadata without deny_at_disable skips unmatched requests",
+)
+STATUS_ON_ERROR_2XX = Rule("status-on-error-2xx", ERROR, "errors are answered with a 2xx success status")
+STATUS_ON_ERROR_DEFAULT = Rule(
+    "status-on-error-default",
+    INFO,
+    "errors are answered 403 like denials; a distinct status tells them apart",
+)
+MISSING_TIMEOUT = Rule("missing-timeout", INFO, "no explicit timeout; Envoy's 200 ms default applies")
+TIMEOUT_BELOW_BUDGET = Rule(
+    "timeout-below-budget", WARNING, "the proxy gives up before the sidecar's budget has run out"
+)
+INVALID_TIMEOUT = Rule("invalid-timeout", WARNING, "a timeout that cannot be read as a duration")
+VALIDATE_MUTATIONS_OFF = Rule("validate-mutations-off", INFO, "validate_mutations is not set")
+PARTIAL_BODY = Rule("partial-body", INFO, "a truncated body may reach the policy")
+FAILURE_HEADER_WITHOUT_FAIL_OPEN = Rule(
+    "failure-header-without-fail-open", INFO, "failure_mode_allow_header_add has no effect without fail-open"
+)
+UPSTREAM_HEADERS_MATCH_ALL = Rule(
+    "upstream-headers-match-all",
+    WARNING,
+    "a header pattern copies arbitrary authorization-reply headers upstream",
+)
+FORGEABLE_UPSTREAM_HEADER = Rule(
+    "forgeable-upstream-header", WARNING, "a client can send an authorization-derived header itself"
+)
+UPSTREAM_HEADER_UNVERIFIED = Rule(
+    "upstream-header-unverified",
+    INFO,
+    "client copies of authorization-derived headers cannot be checked here",
+)
+CLIENT_HEADERS_MATCH_ALL = Rule(
+    "client-headers-match-all", INFO, "every authorization-reply header is copied to the client"
+)
+
+# -- Envoy filter chains and routes
+MISSING_EXT_AUTHZ = Rule(
+    "missing-ext-authz", ERROR, "an HTTP connection manager forwards requests without ext_authz"
+)
+MISSING_EXT_AUTHZ_LOCAL = Rule(
+    "missing-ext-authz-local", INFO, "an HTTP connection manager without ext_authz answers only locally"
+)
+EXT_AUTHZ_AFTER_ROUTER = Rule("ext-authz-after-router", ERROR, "ext_authz placed after the router filter")
+EXT_AUTHZ_DISABLED_BY_DEFAULT = Rule(
+    "ext-authz-disabled-by-default", ERROR, "the ext_authz filter is disabled unless a route enables it"
+)
+EXT_AUTHZ_OPTIONAL = Rule(
+    "ext-authz-optional", WARNING, "is_optional: true lets Envoy drop the ext_authz filter"
+)
+EXT_AUTHZ_BEHIND_MATCHER = Rule(
+    "ext-authz-behind-matcher", WARNING, "a matcher decides which requests ext_authz sees"
+)
+UPGRADE_WITHOUT_EXT_AUTHZ = Rule(
+    "upgrade-without-ext-authz", ERROR, "an upgrade filter chain (e.g. WebSocket) lacks ext_authz"
+)
+PER_ROUTE_DISABLED = Rule(
+    "per-route-disabled", ERROR, "ext_authz is disabled for a route, virtual host or route table"
+)
+ROUTE_CACHE_CLEARED = Rule(
+    "route-cache-cleared-after-ext-authz",
+    WARNING,
+    "a filter after ext_authz may re-route a request it skipped",
+)
+
+# -- Istio
+ISTIO_FAIL_OPEN = Rule("istio-fail-open", ERROR, "an Istio ext_authz provider with failOpen: true")
+ISTIO_DEFAULT_TIMEOUT = Rule(
+    "istio-default-timeout", WARNING, "an Istio ext_authz provider without timeout (600 s)"
+)
+CUSTOM_POLICY_NO_RULES = Rule(
+    "custom-policy-no-rules", WARNING, "a CUSTOM AuthorizationPolicy that matches no request"
+)
+CUSTOM_POLICY_EXEMPTS_IDENTITIES = Rule(
+    "custom-policy-exempts-identities",
+    WARNING,
+    "a CUSTOM AuthorizationPolicy that exempts callers by identity",
+)
+CUSTOM_POLICY_PARTIAL_SCOPE = Rule(
+    "custom-policy-partial-scope", INFO, "a CUSTOM AuthorizationPolicy that checks only some requests"
+)
+ISTIO_DRY_RUN_DENY = Rule("istio-dry-run-deny", ERROR, "a DENY AuthorizationPolicy in dry-run denies nothing")
+ISTIO_DRY_RUN = Rule("istio-dry-run", WARNING, "an AuthorizationPolicy in dry-run is not enforced")
+
+# -- Envoy Gateway
+GATEWAY_FAIL_OPEN = Rule(
+    "gateway-fail-open", ERROR, "an Envoy Gateway SecurityPolicy with extAuth.failOpen: true"
+)
+GATEWAY_DEFAULT_TIMEOUT = Rule(
+    "gateway-default-timeout", INFO, "an Envoy Gateway extAuth without timeout (10 s)"
+)
+
+# -- any document
+DUPLICATE_KEY = Rule("duplicate-key", WARNING, "a key set twice in one mapping; the last one wins")
+
+ALL_RULES: tuple[Rule, ...] = tuple(value for value in list(globals().values()) if isinstance(value, Rule))
