@@ -1,0 +1,225 @@
+"""Every fixture produces exactly the findings listed here: no rule is missed,
+and nothing else is reported."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from sidecar.lint.findings import Severity
+from sidecar.lint.rules import ALL_RULES
+from tests.lint.helpers import FIXTURES, REPO, ext_authz, hcm, lint
+
+RESPONSE = "http_service/authorization_response"
+ROUTES = f"{hcm(0)}/route_config/virtual_hosts"
+PER_ROUTE = "typed_per_filter_config/envoy.filters.http.ext_authz"
+
+# fixture -> {(document, rule, pointer)}
+EXPECTED: dict[str, set[tuple[int, str, str]]] = {
+    "envoy/failure-mode-allow.yaml": {
+        (0, "failure-mode-allow", f"{ext_authz(0)}/failure_mode_allow"),
+        (0, "failure-mode-allow", f"{hcm(1)}/failure_mode_allow"),  # the network filter
+        (0, "failure-header-without-fail-open", f"{ext_authz(2)}/failure_mode_allow_header_add"),
+    },
+    "envoy/enablement.yaml": {
+        (0, "shadow-mode", f"{ext_authz(0)}/shadow_mode"),
+        (0, "filter-disabled-fraction", f"{ext_authz(1)}/filter_enabled"),
+        (0, "filter-enabled-runtime", f"{ext_authz(2)}/filter_enabled/runtime_key"),
+        (0, "filter-enabled-metadata", f"{ext_authz(3)}/filter_enabled_metadata"),
+    },
+    "envoy/status-and-body.yaml": {
+        (0, "status-on-error-2xx", f"{ext_authz(0)}/status_on_error"),
+        (0, "status-on-error-default", ext_authz(1)),
+        (0, "validate-mutations-off", ext_authz(1)),
+        (0, "partial-body", f"{ext_authz(1)}/with_request_body/allow_partial_message"),
+    },
+    "envoy/timeouts.yaml": {
+        (0, "missing-timeout", f"{ext_authz(0)}/grpc_service"),
+        (0, "timeout-below-budget", f"{ext_authz(1)}/grpc_service/timeout"),
+        (0, "timeout-below-budget", f"{ext_authz(2)}/http_service/server_uri/timeout"),
+    },
+    "envoy/invalid-timeout.yaml": {
+        (0, "invalid-timeout", f"{ext_authz(0)}/grpc_service/timeout"),
+    },
+    "envoy/missing-ext-authz.yaml": {
+        (0, "missing-ext-authz", f"{hcm(0)}/http_filters"),
+        (0, "missing-ext-authz-local", f"{hcm(1)}/http_filters"),
+    },
+    "envoy/missing-ext-authz-rds.json": {
+        (0, "missing-ext-authz", "/resources/0/filter_chains/0/filters/0/typed_config/http_filters"),
+    },
+    "envoy/after-router.yaml": {
+        (0, "ext-authz-after-router", f"{hcm(0)}/http_filters/1"),
+    },
+    "envoy/per-route.yaml": {
+        (0, "per-route-disabled", f"{ROUTES}/0/routes/0/{PER_ROUTE}/disabled"),
+        (0, "per-route-disabled", f"{ROUTES}/0/routes/1/{PER_ROUTE}/disabled"),  # waived
+        (0, "timeout-below-budget", f"{ROUTES}/0/routes/2/{PER_ROUTE}/check_settings/grpc_service/timeout"),
+        (0, "per-route-disabled", f"{ROUTES}/1/{PER_ROUTE}/disabled"),
+        (0, "route-cache-cleared-after-ext-authz", f"{hcm(0)}/http_filters/1"),
+    },
+    "envoy/disabled-by-default.yaml": {
+        (0, "ext-authz-disabled-by-default", f"{hcm(0)}/http_filters/0/disabled"),
+        (0, "ext-authz-optional", f"{hcm(0)}/http_filters/0/is_optional"),
+    },
+    "envoy/upgrade.yaml": {
+        (0, "upgrade-without-ext-authz", f"{hcm(0)}/upgrade_configs/0/filters"),
+    },
+    "envoy/matcher.yaml": {
+        (0, "ext-authz-behind-matcher", f"{hcm(0)}/http_filters/0"),
+    },
+    "envoy/http-service-headers.yaml": {
+        (0, "forgeable-upstream-header", f"{ext_authz(0)}/{RESPONSE}/allowed_upstream_headers/patterns/0"),
+        (0, "upstream-headers-match-all", f"{ext_authz(0)}/{RESPONSE}/allowed_upstream_headers/patterns/1"),
+        # x-tenant (pattern 0) is in internal_only_headers; x-groups is not
+        (
+            0,
+            "forgeable-upstream-header",
+            f"{ext_authz(0)}/{RESPONSE}/allowed_upstream_headers_to_append/patterns/1",
+        ),
+        (0, "client-headers-match-all", f"{ext_authz(0)}/{RESPONSE}/allowed_client_headers/patterns/0"),
+    },
+    "envoy/duplicate-key.yaml": {
+        (0, "failure-mode-allow", f"{ext_authz(0)}/failure_mode_allow"),
+        (0, "duplicate-key", f"{ext_authz(0)}/failure_mode_allow"),
+    },
+    "envoy/rds-routes.yaml": {
+        (
+            0,
+            "per-route-disabled",
+            f"/resources/0/virtual_hosts/0/routes/1/route/weighted_clusters/clusters/0/{PER_ROUTE}/disabled",
+        ),
+    },
+    "envoy/bypasses.yaml": {
+        (0, "per-route-disabled", f"{hcm(1)}/route_config/virtual_hosts/0/routes/0/{PER_ROUTE}/disabled"),
+        (0, "filter-disabled-fraction", f"{ext_authz(2)}/filter_enabled"),
+        (0, "filter-enabled-metadata", f"{ext_authz(3)}/filter_enabled_metadata"),
+        (0, "shadow-mode", f"{ext_authz(4)}/shadow_mode"),
+        (0, "upgrade-without-ext-authz", f"{hcm(5)}/upgrade_configs/0/filters"),
+        (0, "ext-authz-disabled-by-default", f"{hcm(6)}/http_filters/0/disabled"),
+        (0, "failure-mode-allow", f"{ext_authz(7)}/failure_mode_allow"),
+        (0, "status-on-error-2xx", f"{ext_authz(8)}/status_on_error"),
+        (0, "failure-mode-allow", f"{ext_authz(9)}/failure_mode_allow"),
+        (0, "duplicate-key", f"{ext_authz(9)}/failure_mode_allow"),
+    },
+    "istio/mesh-config.yaml": {
+        (0, "istio-fail-open", "/extensionProviders/0/envoyExtAuthzGrpc/failOpen"),
+        (0, "istio-default-timeout", "/extensionProviders/0/envoyExtAuthzGrpc"),
+        (0, "status-on-error-2xx", "/extensionProviders/0/envoyExtAuthzGrpc/statusOnError"),
+        (
+            0,
+            "partial-body",
+            "/extensionProviders/0/envoyExtAuthzGrpc/includeRequestBodyInCheck/allowPartialMessage",
+        ),
+        (0, "timeout-below-budget", "/extensionProviders/1/envoyExtAuthzHttp/timeout"),
+        (0, "upstream-header-unverified", "/extensionProviders/1/envoyExtAuthzHttp/headersToUpstreamOnAllow"),
+        (
+            0,
+            "upstream-headers-match-all",
+            "/extensionProviders/1/envoyExtAuthzHttp/headersToUpstreamOnAllow/2",
+        ),
+        (
+            0,
+            "client-headers-match-all",
+            "/extensionProviders/1/envoyExtAuthzHttp/headersToDownstreamOnDeny/0",
+        ),
+    },
+    "istio/istio-operator.yaml": {
+        (0, "istio-fail-open", "/spec/meshConfig/extensionProviders/0/envoyExtAuthzGrpc/failOpen"),
+    },
+    "istio/configmap.yaml": {
+        (0, "istio-default-timeout", "/data/mesh/extensionProviders/0/envoyExtAuthzGrpc"),
+    },
+    "istio/authorization-policies.yaml": {
+        (0, "custom-policy-no-rules", "/spec"),
+        (1, "custom-policy-exempts-identities", "/spec/rules/0/from/0/source/notPrincipals"),
+        (2, "custom-policy-partial-scope", "/spec/rules"),
+        (3, "istio-dry-run-deny", "/metadata/annotations/istio.io~1dry-run"),
+        (4, "istio-dry-run", "/metadata/annotations/istio.io~1dry-run"),
+    },
+    "istio/envoyfilter.yaml": {
+        (0, "failure-mode-allow", "/spec/configPatches/0/patch/value/typed_config/value/failure_mode_allow"),
+        (0, "upstream-header-unverified", f"/spec/configPatches/0/patch/value/typed_config/value/{RESPONSE}"),
+    },
+    "gateway/security-policy.yaml": {
+        (0, "gateway-fail-open", "/spec/extAuth/failOpen"),
+        (0, "gateway-default-timeout", "/spec/extAuth"),
+        (0, "status-on-error-2xx", "/spec/extAuth/statusOnError"),
+        (0, "upstream-header-unverified", "/spec/extAuth/http/headersToBackend"),
+    },
+    "gateway/timeout.yaml": {
+        (0, "timeout-below-budget", "/spec/extAuth/timeout"),
+    },
+}
+
+
+@pytest.mark.parametrize("fixture", sorted(EXPECTED))
+def test_fixture_findings(fixture: str) -> None:
+    result = lint(FIXTURES / fixture)
+    assert not result.errors
+    assert {(f.document, f.rule, f.path) for f in result.findings} == EXPECTED[fixture]
+    assert all(f.line is not None for f in result.findings)
+
+
+def test_every_fixture_is_listed() -> None:
+    on_disk = {
+        str(p.relative_to(FIXTURES))
+        for p in FIXTURES.rglob("*")
+        if p.is_file() and p.parent.name not in {"clean", "broken"}
+    }
+    assert on_disk == set(EXPECTED)
+
+
+def test_every_rule_has_a_fixture_and_a_line_in_the_docs() -> None:
+    triggered = {rule for expected in EXPECTED.values() for _, rule, _ in expected}
+    assert triggered == {rule.id for rule in ALL_RULES}
+    documented = set(re.findall(r"^\| `([a-z0-9-]+)` \|", (REPO / "docs/lint.md").read_text(), re.MULTILINE))
+    assert documented == {rule.id for rule in ALL_RULES}
+
+
+def test_rule_ids_are_unique() -> None:
+    assert len({rule.id for rule in ALL_RULES}) == len(ALL_RULES)
+
+
+def test_severity_is_the_rules_unless_waived() -> None:
+    severities = {rule.id: rule.severity for rule in ALL_RULES}
+    result = lint(FIXTURES)
+    for finding in result.findings:
+        if finding.message.startswith("waived ("):
+            assert finding.severity is Severity.INFO
+        else:
+            assert finding.severity is severities[finding.rule], finding
+
+
+def test_a_waiver_keeps_the_finding_as_info_with_its_reason() -> None:
+    (waived,) = [f for f in lint(FIXTURES / "envoy/per-route.yaml").findings if "routes/1/" in f.path]
+    assert waived.rule == "per-route-disabled"
+    assert waived.severity is Severity.INFO
+    assert waived.message.startswith("waived (kubelet probes carry no identity): ext_authz is disabled")
+
+
+def test_lines_point_at_the_offending_key() -> None:
+    fixture = FIXTURES / "envoy/duplicate-key.yaml"
+    lines = fixture.read_text().splitlines()
+    for finding in lint(fixture).findings:
+        assert finding.line is not None
+        assert lines[finding.line - 1].strip() == "failure_mode_allow: true"  # the value Envoy uses
+
+
+def test_lines_inside_an_embedded_mesh_config() -> None:
+    fixture = FIXTURES / "istio/configmap.yaml"
+    (finding,) = lint(fixture).findings
+    assert finding.line is not None
+    assert fixture.read_text().splitlines()[finding.line - 1].strip() == "envoyExtAuthzGrpc:"
+
+
+def test_messages_name_the_numbers() -> None:
+    findings = {f.path: f for f in lint(FIXTURES / "envoy/timeouts.yaml").findings}
+    short = findings[f"{ext_authz(1)}/grpc_service/timeout"]
+    assert "Envoy waits 100 ms" in short.message and "gives OPA 80 ms instead of its 150 ms" in short.message
+    assert "at least 178 ms, e.g. 0.25s" in short.fix
+    tiny = findings[f"{ext_authz(2)}/http_service/server_uri/timeout"]
+    assert "every check is denied (deadline_exceeded)" in tiny.message
+    missing = findings[f"{ext_authz(0)}/grpc_service"]
+    assert "Envoy waits 200 ms" in missing.message
