@@ -103,6 +103,8 @@ class Authorizer:
         self, time_remaining: float | None, decide: Callable[..., Awaitable[Outcome]], *args: Any
     ) -> Outcome:
         """Budget, overload and shutdown rules shared by every way in."""
+        if self._aborting:
+            return Outcome(Deny(DenyReason.SHUTTING_DOWN, "shutdown grace has run out"))
         budget = check_budget(self._opa_timeout, time_remaining)
         if budget <= 0:
             return Outcome(Deny(DenyReason.DEADLINE_EXCEEDED, "no time left before the caller's deadline"))

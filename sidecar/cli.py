@@ -47,6 +47,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         asyncio.run(serve(settings))
+    except ConfigError as exc:  # TLS material or a token file with bad content
+        print(f"opa-sidecar: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     except StartupError as exc:
         print(f"opa-sidecar: {exc}", file=sys.stderr)
         return EXIT_FAILURE

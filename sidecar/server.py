@@ -50,7 +50,7 @@ def build_opa_client(settings: Settings, decision_path: str | None = None) -> Op
     try:
         token = TokenFile(settings.opa_token_file) if settings.opa_token_file else None
     except TokenFileError as exc:
-        raise StartupError(str(exc)) from None
+        raise ConfigError(str(exc)) from None
     return OpaClient(
         endpoint,
         path_prefix=url.path_prefix,
@@ -191,11 +191,10 @@ class Sidecar:
 
 
 async def serve(settings: Settings) -> None:
-    try:
-        sidecar = Sidecar(settings)
-        await sidecar.start()
-    except ConfigError as exc:  # TLS material is only read here, after flag parsing
-        raise StartupError(str(exc)) from None
+    # Raises ConfigError for TLS material or a token file whose content is bad:
+    # those are read here, after the flags are parsed.
+    sidecar = Sidecar(settings)
+    await sidecar.start()
     stop, force = asyncio.Event(), asyncio.Event()
 
     def on_signal() -> None:

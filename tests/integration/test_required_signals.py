@@ -59,7 +59,8 @@ async def test_require_tls_peer(fault_opa: FaultOpa, principal: str, allowed: bo
 async def test_guard_holds_against_an_allow_all_policy(opa_server: OpaProcess) -> None:
     # rego/ allows GET /public/... for anyone; the guard still refuses an anonymous call.
     require = parse_pointers([AUTHZ])
-    async with running_sidecar(opa_server.url, require=require) as sidecar:
+    # A generous budget: this test is about the guard, not the engine's speed.
+    async with running_sidecar(opa_server.url, require=require, opa_timeout=5.0) as sidecar:
         anonymous = await sidecar.check(check_request("GET", "/public/x"))
         with_token = await sidecar.check(
             check_request("GET", "/public/x", headers={"authorization": "Bearer t"})
