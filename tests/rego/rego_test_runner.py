@@ -196,7 +196,9 @@ def run_opa_test(binary: str, directory: Path, timeout: float = 120.0) -> OpaTes
     except ValueError:
         results = []
     for result in results if isinstance(results, list) else []:
-        name = f"{result.get('package', '')}.{result.get('name', '')}"
+        package = str(result.get("package", ""))
+        package = package if package.startswith("data.") else f"data.{package}"
+        name = f"{package}.{result.get('name', '')}"
         if result.get("fail") or result.get("error") or result.get("skip"):
             failed.add(name)
         else:

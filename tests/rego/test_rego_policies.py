@@ -129,7 +129,7 @@ def test_opa_test_command_and_its_json_results(tmp_path: Path) -> None:
     argv_file = tmp_path / "argv.json"
     results = [
         {"package": "data.p_test", "name": "test_ok"},
-        {"package": "data.p_test", "name": "test_bad", "fail": True},
+        {"package": "p_test", "name": "test_bad", "fail": True},
         {"package": "data.p_test", "name": "test_boom", "error": {"message": "x"}},
     ]
     fake = write(
