@@ -345,7 +345,9 @@ def test_repository_policy(opa_server: OpaProcess) -> None:
     assert allowed["allowed"] is True
     request["parsed_path"] = ["private"]
     denied = post(opa_server, "/v1/data/envoy/authz/allow", {"input": request}).json()["result"]
-    assert denied == {"allowed": False, "body": "forbidden\n", "http_status": 403}
+    assert (denied["allowed"], denied["http_status"]) == (False, 403)
+    assert denied["headers"] == {"content-type": "application/json"}
+    assert json.loads(denied["body"]) == {"error": "forbidden", "reason": "no route permits this request"}
 
 
 # -- token ----------------------------------------------------------------------------------------
