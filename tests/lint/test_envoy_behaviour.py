@@ -176,7 +176,7 @@ WEBSOCKET = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Ver
 # listener -> [(path, headers, status Envoy 1.40 answers)]; the sidecar denies every check (403).
 OBSERVED: dict[str, list[tuple[str, dict[str, str], int]]] = {
     "control": [("/", {}, 403), ("/", WEBSOCKET, 403)],
-    "per_route": [("/open", {}, 200), ("/", {}, 403)],
+    "per_route": [("/open", {}, 200), ("/off", {}, 200), ("/", {}, 403)],  # with deny_at_disable
     "fraction": [("/", {}, 200)],
     "metadata": [("/", {}, 200)],
     "shadow": [("/", {}, 200)],

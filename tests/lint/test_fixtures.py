@@ -93,6 +93,7 @@ EXPECTED: dict[str, set[tuple[int, str, str]]] = {
     },
     "envoy/bypasses.yaml": {
         (0, "per-route-disabled", f"{hcm(1)}/route_config/virtual_hosts/0/routes/0/{PER_ROUTE}/disabled"),
+        (0, "per-route-disabled", f"{hcm(1)}/route_config/virtual_hosts/0/routes/1/{PER_ROUTE}/disabled"),
         (0, "filter-disabled-fraction", f"{ext_authz(2)}/filter_enabled"),
         (0, "filter-enabled-metadata", f"{ext_authz(3)}/filter_enabled_metadata"),
         (0, "shadow-mode", f"{ext_authz(4)}/shadow_mode"),
