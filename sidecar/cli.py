@@ -1,5 +1,6 @@
-"""Command line: ``opa-sidecar serve [flags]``. Exit 0 on a clean stop, 2 on bad
-configuration, 1 when serving cannot start."""
+"""Command line: ``opa-sidecar serve [flags]`` (exit 0 on a clean stop, 2 on bad
+configuration, 1 when serving cannot start) and ``opa-sidecar lint PATH...``
+(docs/lint.md)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from collections.abc import Sequence
 
 from sidecar import __version__
 from sidecar.config import SERVE_OPTIONS, ConfigError, add_options, settings_from
+from sidecar.lint.cli import add_lint_parser
+from sidecar.lint.cli import run as run_lint
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 
@@ -24,12 +27,15 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     serve = commands.add_parser("serve", help="answer Envoy's ext_authz checks")
     add_options(serve, SERVE_OPTIONS)
+    add_lint_parser(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "lint":
+        return run_lint(args)
     if args.command != "serve":
         parser.print_help(sys.stderr)
         return EXIT_CONFIG
