@@ -270,6 +270,7 @@ class FaultOpa:
             self._requests.clear()
             self._errors.clear()
             self._connections = 0
+            self._connection_ids = itertools.count(1)
 
     @property
     def requests(self) -> list[RecordedRequest]:
