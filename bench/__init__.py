@@ -1,0 +1,1 @@
+"""Benchmark harness for the sidecar: ``python -m bench`` (see bench/README.md)."""
