@@ -43,6 +43,8 @@ def generate(out_dir: Path) -> None:
             shutil.rmtree(out_dir)
         out_dir.mkdir(parents=True)
         for src in sorted(Path(tmp).rglob("*.py*")):
+            if src.name.endswith("_pb2_grpc.py") and "class " not in src.read_text():
+                continue  # a proto without services: its gRPC module would be empty boilerplate
             dst = out_dir / src.relative_to(tmp)
             dst.parent.mkdir(parents=True, exist_ok=True)
             text = _IMPORT.sub(r"from sidecar._proto.\1\2", src.read_text())
