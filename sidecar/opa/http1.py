@@ -110,6 +110,12 @@ class _Connection(asyncio.Protocol):
 
     # -- httptools callbacks
 
+    def on_message_begin(self) -> None:
+        if self._done:
+            # A second response to one request (pipelined in the same read):
+            # it must not touch the answer already handed over.
+            raise ProtocolError("unexpected extra response")
+
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_bytes += len(name) + len(value)
         if self._header_bytes > _MAX_HEADER_BYTES:
