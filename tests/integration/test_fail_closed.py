@@ -326,20 +326,3 @@ async def test_a_request_over_grpcs_default_limit_still_gets_a_deny_response(fau
         response = await sidecar.check(huge, timeout=10.0)
     assert_denied(response, "bad_request", http_status=413)
     assert fault_opa.count == 0
-
-
-async def test_an_extra_response_in_the_same_packet_leaves_the_first_intact(
-    sidecar: SidecarHandle, fault_opa: FaultOpa
-) -> None:
-    first = (
-        b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 16\r\n\r\n{"result":true}\n'
-    )
-    spare = (
-        b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 17\r\n\r\n{"result":false}\n'
-    )
-    fault_opa.set(Behaviour.raw(first + spare))
-    response = await sidecar.check(check_request())
-    assert response.status.code == 0  # the answer to this check, untouched by the spare
-    fault_opa.set(Behaviour.json({"result": False}))
-    assert_denied(await sidecar.check(check_request()), "policy_denied")
-    assert fault_opa.count == 2
