@@ -3,12 +3,15 @@
     python -m deploy.render                      # rewrite every generated file
     python -m deploy.render --check              # exit 1 if a generated file is stale
     python -m deploy.render envoy --listen 127.0.0.1:8000 --sidecar unix:///run/authz.sock
+    python -m deploy.render envoy --mode http    # ext_authz HTTP mode (the sidecar's --http-addr)
 
-The template (`deploy/envoy/templates/envoy.yaml`) has `${NAME}` placeholders, one per
-address; everything else is fixed. The committed renders (the Envoy files docker compose
-mounts, the Kubernetes ConfigMaps of Envoy's configuration, `rego/` and the demo app, and
-the list of policy files in the Deployment) are produced here; the tests and the demo
-render the same template with their own ports, so all of them run one configuration.
+The templates (`deploy/envoy/templates/envoy.yaml` for ext_authz over gRPC,
+`envoy-http.yaml` for HTTP mode) have `${NAME}` placeholders, one per address;
+everything else is fixed. The committed renders (the Envoy files docker compose
+mounts, `deploy/envoy/envoy-http-{tcp,unix}.yaml`, the Kubernetes ConfigMaps of Envoy's
+configuration, `rego/` and the demo app, and the list of policy files in the Deployment)
+are produced here; the tests and the demo render the same templates with their own
+ports, so all of them run one configuration per mode.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from pathlib import Path
 DEPLOY_DIR = Path(__file__).resolve().parent
 REPO_ROOT = DEPLOY_DIR.parent
 ENVOY_TEMPLATE = DEPLOY_DIR / "envoy" / "templates" / "envoy.yaml"
+ENVOY_HTTP_TEMPLATE = DEPLOY_DIR / "envoy" / "templates" / "envoy-http.yaml"
 _PLACEHOLDER = re.compile(r"\$\{([A-Z][A-Z0-9_]*)\}")
 
 
@@ -40,7 +44,8 @@ class EnvoyAddresses:
 
     listen: str = "0.0.0.0:10000"  # where clients connect
     upstream: str = "127.0.0.1:8080"  # the application behind Envoy
-    sidecar: str = "127.0.0.1:9191"  # opa-sidecar's --grpc-addr (HOST:PORT or unix:///path)
+    # opa-sidecar's --grpc-addr (--http-addr in HTTP mode): HOST:PORT or unix:///path
+    sidecar: str = "127.0.0.1:9191"
     admin: str = "127.0.0.1:9901"  # Envoy's admin interface; loopback only
 
 
@@ -102,6 +107,17 @@ UNIX_SOCKET_ADDRESSES = EnvoyAddresses(sidecar="unix:///run/opa-sidecar/authz.so
 ENVOY_VARIANTS: Mapping[str, EnvoyAddresses] = {
     "envoy/envoy-grpc-tcp.yaml": EnvoyAddresses(),
     "envoy/envoy-grpc-unix.yaml": UNIX_SOCKET_ADDRESSES,
+}
+# ext_authz HTTP mode: Envoy asks the sidecar's --http-addr (default 127.0.0.1:9192).
+HTTP_MODE_ADDRESSES = EnvoyAddresses(sidecar="127.0.0.1:9192")
+ENVOY_HTTP_VARIANTS: Mapping[str, EnvoyAddresses] = {
+    "envoy/envoy-http-tcp.yaml": HTTP_MODE_ADDRESSES,
+    "envoy/envoy-http-unix.yaml": replace(HTTP_MODE_ADDRESSES, sidecar="unix:///run/opa-sidecar/http.sock"),
+}
+# `python -m deploy.render envoy --mode NAME`: the template and its default addresses.
+ENVOY_MODES: Mapping[str, tuple[Path, EnvoyAddresses]] = {
+    "grpc": (ENVOY_TEMPLATE, EnvoyAddresses()),
+    "http": (ENVOY_HTTP_TEMPLATE, HTTP_MODE_ADDRESSES),
 }
 KUBERNETES_CONFIGMAPS = "kubernetes/configmaps.yaml"
 KUBERNETES_ENVOY_VARIANT = "envoy/envoy-grpc-tcp.yaml"
@@ -203,6 +219,10 @@ def generated_files() -> dict[Path, str]:
         + render_envoy(addresses)
         for name, addresses in ENVOY_VARIANTS.items()
     }
+    for name, addresses in ENVOY_HTTP_VARIANTS.items():
+        files[DEPLOY_DIR / name] = _generated_header(
+            "deploy/envoy/templates/envoy-http.yaml", addresses
+        ) + render_envoy(addresses, ENVOY_HTTP_TEMPLATE)
     files[DEPLOY_DIR / KUBERNETES_CONFIGMAPS] = kubernetes_configmaps()
     # Hand-written but for the list of policy files.
     files[DEPLOY_DIR / DEPLOYMENT] = with_policy_items((DEPLOY_DIR / DEPLOYMENT).read_text())
@@ -214,14 +234,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="only report generated files that are stale")
     commands = parser.add_subparsers(dest="command")
     envoy = commands.add_parser("envoy", help="print the Envoy configuration for other addresses")
-    defaults = EnvoyAddresses()
-    for field, default in asdict(defaults).items():
-        envoy.add_argument(f"--{field.replace('_', '-')}", default=default, help=f"(default {default})")
+    envoy.add_argument(
+        "--mode",
+        choices=sorted(ENVOY_MODES),
+        default="grpc",
+        help="how Envoy asks the sidecar (default grpc)",
+    )
+    http_defaults = asdict(HTTP_MODE_ADDRESSES)
+    for field, default in asdict(EnvoyAddresses()).items():
+        in_http = "" if http_defaults[field] == default else f"; {http_defaults[field]} with --mode http"
+        envoy.add_argument(f"--{field.replace('_', '-')}", help=f"(default {default}{in_http})")
     args = parser.parse_args(argv)
     try:
         if args.command == "envoy":
-            chosen = {field: getattr(args, field) for field in asdict(defaults)}
-            sys.stdout.write(render_envoy(replace(defaults, **chosen)))
+            template, defaults = ENVOY_MODES[args.mode]
+            chosen = {
+                field: value for field in asdict(defaults) if (value := getattr(args, field)) is not None
+            }
+            sys.stdout.write(render_envoy(replace(defaults, **chosen), template))
             return 0
         expected = generated_files()
         stale = [path for path, text in expected.items() if _read(path) != text]

@@ -18,13 +18,17 @@ import yaml
 
 from deploy.render import (
     DEPLOY_DIR,
+    ENVOY_HTTP_TEMPLATE,
+    ENVOY_HTTP_VARIANTS,
     ENVOY_VARIANTS,
+    HTTP_MODE_ADDRESSES,
     KUBERNETES_CONFIGMAPS,
     REPO_ROOT,
     EnvoyAddresses,
     RenderError,
     fill,
     generated_files,
+    main,
     render_envoy,
 )
 from tests.e2e.deploy_files import EnvoyConfig, host_port, sidecar_settings, validate_envoy_config
@@ -46,7 +50,7 @@ def test_generated_files_are_current() -> None:
     assert not stale, f"run `python -m deploy.render` to regenerate {stale}"
 
 
-@pytest.mark.parametrize("name", sorted(ENVOY_VARIANTS))
+@pytest.mark.parametrize("name", sorted({**ENVOY_VARIANTS, **ENVOY_HTTP_VARIANTS}))
 def test_committed_envoy_configs_validate(name: str) -> None:
     validate_envoy_config(DEPLOY_DIR / name)
 
@@ -79,6 +83,88 @@ def test_variants_differ_only_in_the_sidecar_address() -> None:
         0
     ]["load_assignment"]
     assert unix.raw == tcp.raw
+
+
+# --- Envoy in ext_authz HTTP mode ----------------------------------------------
+
+
+def _http_sidecar_address(config: EnvoyConfig) -> str:
+    return config.cluster_address(config.ext_authz["http_service"]["server_uri"]["cluster"])
+
+
+def test_http_mode_envoy_config_keeps_its_fail_closed_settings() -> None:
+    from sidecar.http_authz import DECISION_HEADER, PREFIX
+
+    config = EnvoyConfig.load(render_envoy(HTTP_MODE_ADDRESSES, ENVOY_HTTP_TEMPLATE))
+    ext_authz = config.ext_authz
+    assert ext_authz["failure_mode_allow"] is False
+    assert ext_authz["transport_api_version"] == "V3"
+    assert ext_authz["status_on_error"] == {"code": 503}
+    assert ext_authz["validate_mutations"] is True
+    assert ext_authz["deny_at_disable"]["default_value"] is True
+    body = ext_authz["with_request_body"]
+    assert body["allow_partial_message"] is True and body["max_request_bytes"] == 8192
+    service = ext_authz["http_service"]
+    assert service["path_prefix"] == PREFIX
+    default = sidecar_settings(["--opa-url", "http://127.0.0.1:8181"])
+    assert _http_sidecar_address(config) == str(default.http_addr)
+    timeout = float(service["server_uri"]["timeout"].removesuffix("s"))
+    assert timeout >= default.opa_timeout + 0.1
+    # Only listed headers reach the upstream, and no client copy of them gets past a
+    # header_mutation placed before ext_authz.
+    response = service["authorization_response"]
+    upstream = [pattern["exact"] for pattern in response["allowed_upstream_headers"]["patterns"]]
+    assert set(upstream) == {"x-authz-policy", "x-auth-subject"}
+    assert "allowed_upstream_headers_to_append" not in response
+    names = [f["name"] for f in config.connection_manager["http_filters"]]
+    assert names == [
+        "envoy.filters.http.header_mutation",
+        "envoy.filters.http.ext_authz",
+        "envoy.filters.http.router",
+    ]
+    mutations = config.connection_manager["http_filters"][0]["typed_config"]["mutations"]
+    assert [m["remove"] for m in mutations["request_mutations"]] == upstream
+    client = {pattern["exact"] for pattern in response["allowed_client_headers"]["patterns"]}
+    assert DECISION_HEADER in client
+    assert "typed_per_filter_config" not in yaml.safe_dump(config.raw)
+    assert config.admin_address.startswith("127.0.0.1:")
+
+
+def test_http_mode_differs_from_grpc_mode_only_in_how_envoy_asks_the_sidecar() -> None:
+    grpc = EnvoyConfig.load(render_envoy()).raw
+    http = EnvoyConfig.load(render_envoy(HTTP_MODE_ADDRESSES, ENVOY_HTTP_TEMPLATE)).raw
+    for raw in (grpc, http):
+        hcm = raw["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.router"]
+        log_format = hcm["access_log"][0]["typed_config"]["log_format"]["json_format"]
+        for field in ("authz_decision_id", "authz_deny_reason"):
+            log_format.pop(field, None)
+        raw["static_resources"]["clusters"] = [
+            c for c in raw["static_resources"]["clusters"] if c["name"] == "app"
+        ]
+    assert http == grpc
+
+
+def test_http_mode_variants_differ_only_in_the_sidecar_address() -> None:
+    tcp, unix = (EnvoyConfig.load((DEPLOY_DIR / name).read_text()) for name in sorted(ENVOY_HTTP_VARIANTS))
+    assert _http_sidecar_address(tcp) == "127.0.0.1:9192"
+    assert _http_sidecar_address(unix) == "unix:///run/opa-sidecar/http.sock"
+    # The sidecar takes the unix address as its --http-addr.
+    unix_flags = ["--opa-url", "http://127.0.0.1:8181", "--http-addr", _http_sidecar_address(unix)]
+    assert str(sidecar_settings(unix_flags).http_addr) == _http_sidecar_address(unix)
+    [unix_cluster] = [c for c in unix.raw["static_resources"]["clusters"] if c["name"] == "opa_sidecar_http"]
+    [tcp_cluster] = [c for c in tcp.raw["static_resources"]["clusters"] if c["name"] == "opa_sidecar_http"]
+    unix_cluster["load_assignment"] = tcp_cluster["load_assignment"]
+    assert unix.raw == tcp.raw
+
+
+def test_render_prints_either_mode(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["envoy", "--mode", "http", "--sidecar", "unix:///run/authz-http.sock"]) == 0
+    http = EnvoyConfig.load(capsys.readouterr().out)
+    assert _http_sidecar_address(http) == "unix:///run/authz-http.sock"
+    assert http.listen_address == EnvoyAddresses().listen
+    assert main(["envoy"]) == 0
+    assert EnvoyConfig.load(capsys.readouterr().out).sidecar_address == EnvoyAddresses().sidecar
 
 
 @pytest.mark.parametrize(
@@ -140,6 +226,16 @@ def test_compose_runs_the_envoy_config_of_deploy_envoy(compose: dict[str, Any]) 
     mounted = _mounts(envoy)[config_path]
     assert mounted == DEPLOY_DIR / "envoy" / "envoy-grpc-tcp.yaml"
     validate_envoy_config(mounted)
+
+
+def test_compose_can_switch_envoy_to_http_mode(compose: dict[str, Any]) -> None:
+    """docker-compose.yml names the HTTP-mode config in a comment; swapping the mount needs
+    nothing else, as the sidecar's default --http-addr is where that config looks."""
+    alternative = "./deploy/envoy/envoy-http-tcp.yaml:/etc/envoy/envoy.yaml:ro"
+    assert f"# - {alternative}" in COMPOSE_FILE.read_text()
+    http = EnvoyConfig.load((REPO_ROOT / alternative.split(":")[0]).read_text())
+    sidecar = sidecar_settings(compose["services"]["opa-sidecar"]["command"])
+    assert _http_sidecar_address(http) == str(sidecar.http_addr)
 
 
 def test_compose_publishes_one_port_envoys_listener(compose: dict[str, Any]) -> None:
