@@ -1,0 +1,236 @@
+"""Chaos under load: real Envoys, real sidecar processes and OPAs, a load generator that
+counts every response, and OPA faults in known windows.
+
+    python -m tests.adversarial.chaos                      # one pass of every fault (~40 s)
+    python -m tests.adversarial.chaos --checks 100000      # cycle the faults until 100,000 checks
+    python -m tests.adversarial.chaos --checks 100000 --report chaos.json
+
+Two sides run at once, each a sidecar behind two Envoys (the shipped fail-closed
+configuration, and the same with `failure_mode_allow: true`):
+
+- process faults: the sidecar asks the OPA stand-in on the real engine, which is killed
+  and restarted, paused (SIGSTOP/SIGCONT) and slowed (a stop/continue duty cycle);
+- answer faults: the sidecar asks the fault OPA, which answers garbage, 5xx, undefined,
+  redirects, truncated or reset answers, invalid results, ambiguous JSON, slow or never.
+
+Exit status 0 when every invariant held (see chaos_report.violations), 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tests.adversarial.chaos_faults import (
+    ANSWER_SCHEDULE,
+    PROCESS_SCHEDULE,
+    AnswerChooser,
+    AnswerFaults,
+    ProcessFaults,
+    Window,
+    run_schedule,
+)
+from tests.adversarial.chaos_report import RunData, report, summary, violations
+from tests.adversarial.chaos_stack import (
+    ENVOY_MODES,
+    EchoProcess,
+    GuardedSidecar,
+    RecordingOpa,
+    start_guarded,
+)
+from tests.adversarial.loadgen import LoadGenerator, LoadThread
+from tests.adversarial.process_monitor import Sampler, sample
+from tests.e2e.stack import EXT_AUTHZ_STATS
+from tests.fault_opa import FaultOpa
+
+PROCESS_SIDE = "process-faults"
+ANSWER_SIDE = "answer-faults"
+
+
+@dataclass(frozen=True)
+class ChaosConfig:
+    checks: int | None = None  # None: one pass of each schedule
+    connections: int = 6  # per Envoy
+    rate: float = 200.0  # checks per second, over the four Envoys
+    gap: float = 1.0  # healthy seconds before each fault window
+    warmup: float = 2.0
+    settle: float = 2.0
+    seed: int = 7
+    keep: Path | None = None  # copy the processes' logs here
+    realtime: bool = False  # run sidecars and Envoys under SCHED_RR (see --realtime)
+
+
+def _realtime(*pids: int) -> None:
+    """Real-time round-robin scheduling for every thread of these processes (threads they
+    start later inherit it)."""
+    for pid in pids:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            os.sched_setscheduler(int(task), os.SCHED_RR, os.sched_param(10))
+
+
+def _decisions(guarded: GuardedSidecar) -> dict[int, tuple[str, str, float]]:
+    """The sidecar's decision log: check number (from the path) -> (outcome, reason, latency ms)."""
+    found = {}
+    for entry in guarded.sidecar.decisions():
+        _, _, number = str(entry.get("path", "")).rpartition("/")
+        if number.isdigit():
+            found[int(number)] = (entry["outcome"], entry.get("reason", "allow"), float(entry["latency_ms"]))
+    return found
+
+
+def _counters(guarded: GuardedSidecar) -> dict[str, dict[str, int]]:
+    wanted = ("ok", "denied", "error", "failure_mode_allowed", "disabled")
+    return {
+        f"{guarded.name}/{mode}": {
+            name: value
+            for name, value in (
+                (full.removeprefix(EXT_AUTHZ_STATS), value)
+                for full, value in envoy.counters(EXT_AUTHZ_STATS).items()
+            )
+            if name in wanted
+        }
+        for mode, envoy in guarded.envoys.items()
+    }
+
+
+def run(config: ChaosConfig, progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+    workdir = Path(tempfile.mkdtemp(prefix="chaos-"))
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(shutil.rmtree, workdir, ignore_errors=True)
+        if config.keep is not None:
+            cleanup.callback(
+                shutil.copytree,
+                workdir,
+                config.keep,
+                dirs_exist_ok=True,
+                ignore=shutil.ignore_patterns("*.sock"),
+            )
+        echo = EchoProcess()
+        cleanup.callback(echo.stop)
+        opa = RecordingOpa(workdir)
+        opa.start()
+        cleanup.callback(opa.stop)
+        fault = cleanup.enter_context(FaultOpa())
+        chooser = AnswerChooser(config.seed)
+        fault.set(chooser)
+        sides = {
+            PROCESS_SIDE: start_guarded(PROCESS_SIDE, opa.url, echo.addr, workdir),
+            ANSWER_SIDE: start_guarded(ANSWER_SIDE, fault.url, echo.addr, workdir),
+        }
+        for guarded in sides.values():
+            cleanup.callback(guarded.stop)
+        targets = [(side, mode) for side in sides for mode in ENVOY_MODES]
+        addresses = [("127.0.0.1", sides[side].envoys[mode].port) for side, mode in targets]
+        pids = {side: guarded.sidecar.process.pid for side, guarded in sides.items()}
+        if config.realtime:
+            for guarded in sides.values():
+                _realtime(guarded.sidecar.process.pid, *(e.process.pid for e in guarded.envoys.values()))
+        load = LoadThread(LoadGenerator(addresses, config.connections, config.rate))
+        sampler = Sampler(pids)
+        sampler.start()
+        started = time.monotonic()
+        load.start()
+        time.sleep(config.warmup)
+        baseline = {side: sample(pid) for side, pid in pids.items()}
+        progress(f"warm: {load.count} checks; injecting faults")
+
+        windows: list[Window] = []
+
+        def keep_going() -> bool:
+            if config.checks is None:
+                return False
+            progress(f"{load.count} checks")
+            return load.count < config.checks
+
+        schedules = [
+            threading.Thread(
+                target=run_schedule,
+                args=(ProcessFaults(opa, PROCESS_SIDE), PROCESS_SCHEDULE, config.gap, keep_going, windows),
+            ),
+            threading.Thread(
+                target=run_schedule,
+                args=(AnswerFaults(chooser, ANSWER_SIDE), ANSWER_SCHEDULE, config.gap, keep_going, windows),
+            ),
+        ]
+        for schedule in schedules:
+            schedule.start()
+        for schedule in schedules:
+            schedule.join()
+        load.stop()
+        seconds = time.monotonic() - started
+        time.sleep(config.settle)
+        sampler.stop()
+        end = {side: sample(pid) for side, pid in pids.items()}
+        progress(f"done: {load.count} checks; counting")
+
+        data = RunData(
+            results=load.generator.results,
+            targets=targets,
+            windows=windows,
+            yes={PROCESS_SIDE: opa.yes_markers(), ANSWER_SIDE: set(chooser.yes)},
+            decisions={side: _decisions(guarded) for side, guarded in sides.items()},
+            envoy_counters={k: v for guarded in sides.values() for k, v in _counters(guarded).items()},
+            baseline=baseline,
+            peak=sampler.peak,
+            end=end,
+            cpu_wait=sampler.cpu_wait,
+            sidecar_alive={side: guarded.sidecar.running for side, guarded in sides.items()},
+            sidecar_tracebacks={
+                side: guarded.sidecar.log().count("Traceback") for side, guarded in sides.items()
+            },
+            answers=chooser.answers,
+            concurrency={side: config.connections * len(ENVOY_MODES) for side in sides},
+            seconds=seconds,
+            extra={"opa_restarts": opa.starts - 1, "sidecar_cpu_wait": sampler.summary()},
+        )
+        return report(data)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.adversarial.chaos", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--checks", type=int, help="cycle the faults until this many checks (default: one pass)"
+    )
+    parser.add_argument("--connections", type=int, default=ChaosConfig.connections, help="per Envoy")
+    parser.add_argument("--rate", type=float, default=ChaosConfig.rate, help="checks per second in all")
+    parser.add_argument("--seed", type=int, default=ChaosConfig.seed, help="for the mixed fault window")
+    parser.add_argument("--report", type=Path, help="write the figures as JSON to this file")
+    parser.add_argument("--keep-logs", type=Path, help="copy every process's logs into this directory")
+    parser.add_argument(
+        "--realtime",
+        action="store_true",
+        help="run the sidecars and Envoys with real-time scheduling (needs CAP_SYS_NICE), so that other "
+        "processes on a shared machine cannot starve them of CPU",
+    )
+    args = parser.parse_args(argv)
+    config = ChaosConfig(
+        checks=args.checks,
+        connections=args.connections,
+        rate=args.rate,
+        seed=args.seed,
+        keep=args.keep_logs,
+        realtime=args.realtime,
+    )
+    rep = run(config, progress=lambda line: print(line, file=sys.stderr, flush=True))
+    problems = violations(rep)
+    if args.report:
+        args.report.write_text(json.dumps({**rep, "violations": problems}, indent=2) + "\n")
+    print(summary(rep, problems))
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
