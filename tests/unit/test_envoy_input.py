@@ -341,7 +341,7 @@ def test_unknown_fields_are_ignored() -> None:
 
 def _reference_walk(msg: Message) -> dict[str, Any]:
     """Go's protomap, written generically over the descriptors: the oracle for
-    the hand-written walk in the module."""
+    the hand-written walk in ``sidecar.envoy.attributes``."""
     if msg.DESCRIPTOR.full_name == "google.protobuf.Struct":
         return {k: _reference_value(v) for k, v in msg.fields.items()}  # type: ignore[attr-defined]
     out: dict[str, Any] = {}
