@@ -43,6 +43,15 @@ def runqueue_wait_ns(pid: int) -> int:
         return int(schedstat.read().split()[1])
 
 
+def all_threads_runqueue_wait_ns(pid: int) -> int:
+    """The same, summed over every thread of the process."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{task}/schedstat") as schedstat:
+            total += int(schedstat.read().split()[1])
+    return total
+
+
 class Sampler:
     """Processes' fds and RSS (their peaks) and their main threads' CPU wait, every quarter
     second, on a background thread; processes are named by the caller."""
