@@ -21,11 +21,13 @@ from tests.fault_opa import Behaviour, FaultOpa
 from tests.fixtures.sidecar import SidecarHandle, running_sidecar
 
 BUDGET = 0.15
+# Tests about what OPA says, not when, get a budget a loaded machine cannot exhaust.
+GENEROUS_BUDGET = 2.0
 
 
 @pytest.fixture
 async def sidecar(fault_opa: FaultOpa) -> AsyncIterator[SidecarHandle]:
-    async with running_sidecar(fault_opa.url, opa_timeout=BUDGET) as handle:
+    async with running_sidecar(fault_opa.url, opa_timeout=GENEROUS_BUDGET) as handle:
         yield handle
 
 
@@ -95,17 +97,16 @@ async def test_reset_mid_response(sidecar: SidecarHandle, fault_opa: FaultOpa) -
 @pytest.mark.parametrize(
     "behaviour",
     [
-        pytest.param(Behaviour.delayed(1.0), id="headers-late"),
+        pytest.param(Behaviour.delayed(3.0), id="headers-late"),
         pytest.param(Behaviour.hang(), id="no-answer"),
-        pytest.param(Behaviour.stalled(1.0), id="body-late"),
-        pytest.param(Behaviour.slow_drip(0.05), id="slow-drip"),
+        pytest.param(Behaviour.stalled(3.0), id="body-late"),
+        pytest.param(Behaviour.slow_drip(0.2), id="slow-drip"),
     ],
 )
-async def test_slower_than_the_budget(
-    sidecar: SidecarHandle, fault_opa: FaultOpa, behaviour: Behaviour
-) -> None:
-    elapsed = await deny_for(sidecar, fault_opa, behaviour, "opa_timeout")
-    assert BUDGET * 0.9 <= elapsed < BUDGET + 0.25
+async def test_slower_than_the_budget(fault_opa: FaultOpa, behaviour: Behaviour) -> None:
+    async with running_sidecar(fault_opa.url, opa_timeout=BUDGET) as sidecar:
+        elapsed = await deny_for(sidecar, fault_opa, behaviour, "opa_timeout")
+    assert BUDGET * 0.9 <= elapsed < BUDGET + 0.5
 
 
 NON_200 = [s.value for s in http.HTTPStatus if s.value >= 201 or s.value == 100]
