@@ -49,6 +49,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    from sidecar.workers import Supervisor, is_worker
+
+    if settings.workers > 1 and not is_worker():
+        return Supervisor(settings, list(sys.argv[1:] if argv is None else argv)).run()
     from sidecar.server import StartupError, serve  # grpc loads only when serving
 
     try:

@@ -87,6 +87,7 @@ class Settings:
     http_failure_status: int = 403
     shadow_decision_path: str | None = None
     max_request_bytes: int = 4 << 20
+    workers: int = 1
 
 
 # -- value parsers: each takes the raw string and raises ValueError with a reason
@@ -445,6 +446,14 @@ SERVE_OPTIONS: tuple[Option, ...] = (
         "",
     ),
     Option(
+        "--workers",
+        "workers",
+        _int_range(1, 64),
+        "processes sharing the listening ports (SO_REUSEPORT), each with its own event loop and OPA "
+        "connections, supervised by the parent",
+        "1",
+    ),
+    Option(
         "--shutdown-grace",
         "shutdown_grace",
         _positive_seconds(600),
@@ -510,5 +519,9 @@ def check_combinations(s: Settings) -> None:
         raise ConfigError("--opa-ca-file and --opa-client-cert need an https:// --opa-url")
     if s.shadow_decision_path is not None and s.shadow_decision_path == s.decision_path:
         raise ConfigError("--shadow-decision-path must differ from --decision-path")
+    if s.workers > 1 and (s.grpc_addr.unix_path is not None or s.http_addr.unix_path is not None):
+        raise ConfigError(
+            "--workers above 1 needs TCP --grpc-addr and --http-addr (a unix socket cannot be shared)"
+        )
     if s.http_addr == s.grpc_addr:
         raise ConfigError("--http-addr and --grpc-addr must differ")

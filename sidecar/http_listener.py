@@ -15,9 +15,15 @@ _PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 class HttpListener:
     def __init__(
-        self, addr: ListenAddress, metrics: Metrics, readiness: Readiness, authz: HttpAuthz | None = None
+        self,
+        addr: ListenAddress,
+        metrics: Metrics,
+        readiness: Readiness,
+        authz: HttpAuthz | None = None,
+        reuse_port: bool = False,
     ) -> None:
         self._addr = addr
+        self._reuse_port = reuse_port
         self._metrics = metrics
         self._readiness = readiness
         self.app = web.Application(client_max_size=MAX_BODY_BYTES)
@@ -35,7 +41,13 @@ class HttpListener:
         if self._addr.unix_path is not None:
             site = web.UnixSite(self._runner, self._addr.unix_path)
         else:
-            site = web.TCPSite(self._runner, self._addr.host, self._addr.port, reuse_address=True)
+            site = web.TCPSite(
+                self._runner,
+                self._addr.host,
+                self._addr.port,
+                reuse_address=True,
+                reuse_port=self._reuse_port,
+            )
         await site.start()
         server = getattr(site, "_server", None)
         sockets = getattr(server, "sockets", None) or []

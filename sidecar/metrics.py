@@ -3,12 +3,19 @@
 Label values come from closed sets (outcome, deny reason), so the number of
 series is fixed; the children are created up front so every series exists at
 0 from the start and the hot path does no label lookups.
+
+With --workers N the values live in prometheus-client's multiprocess files
+(PROMETHEUS_MULTIPROC_DIR, set by the supervising parent) and every worker's
+/metrics serves the sum over all workers.
 """
 
 from __future__ import annotations
 
+import os
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from sidecar.verdict import Allow, DenyReason, Verdict
 
@@ -22,12 +29,17 @@ _CHECK_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.
 
 class Metrics:
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
+        self.registry = CollectorRegistry()  # what /metrics serves
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            MultiProcessCollector(self.registry)  # type: ignore[no-untyped-call]
+            registry = CollectorRegistry()  # the metrics write to files; keep them out of /metrics
+        else:
+            registry = self.registry
         checks = Counter(
             "opa_sidecar_checks",
             "Checks answered, by outcome (allow, deny) and deny reason (empty for allow).",
             ["outcome", "reason"],
-            registry=self.registry,
+            registry=registry,
         )
         self._allowed = checks.labels("allow", "")
         self._denied = {reason: checks.labels("deny", reason.value) for reason in DenyReason}
@@ -36,7 +48,7 @@ class Metrics:
             "Time from receiving a check to having its answer, by outcome.",
             ["outcome"],
             buckets=_CHECK_BUCKETS,
-            registry=self.registry,
+            registry=registry,
         )
         self._allow_latency = latency.labels("allow")
         self._deny_latency = latency.labels("deny")
@@ -44,22 +56,26 @@ class Metrics:
             "opa_sidecar_opa_request_duration_seconds",
             "Time of each OPA Data API request, whatever its result.",
             buckets=_CHECK_BUCKETS,
-            registry=self.registry,
+            registry=registry,
         )
         self.inflight = Gauge(
-            "opa_sidecar_checks_in_flight", "Checks being answered right now.", registry=self.registry
+            "opa_sidecar_checks_in_flight",
+            "Checks being answered right now.",
+            registry=registry,
+            multiprocess_mode="livesum",
         )
         self.opa_reachable = Gauge(
             "opa_sidecar_opa_reachable",
             "1 when the latest OPA request or health probe got an HTTP answer, else 0.",
-            registry=self.registry,
+            registry=registry,
+            multiprocess_mode="livemostrecent",
         )
 
         shadow = Counter(
             "opa_sidecar_shadow_checks",
             "Shadow evaluations by enforced and shadow outcome; the off-diagonal pairs are disagreements.",
             ["enforced", "shadow"],
-            registry=self.registry,
+            registry=registry,
         )
         self._shadow = {(e, s): shadow.labels(e, s) for e in ("allow", "deny") for s in ("allow", "deny")}
 

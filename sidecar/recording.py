@@ -29,10 +29,13 @@ class Recorder:
         self._metrics = metrics
 
     async def outcome(self, decision_id: str, pending: Awaitable[Outcome]) -> Outcome:
+        self._metrics.inflight.inc()
         try:
             return await pending
         except Exception as exc:  # the last line of defence: any escape is a deny
             return internal_error(decision_id, "failed unexpectedly", exc)
+        finally:
+            self._metrics.inflight.dec()
 
     def record(self, decision_id: str, outcome: Outcome, started: float) -> Outcome:
         """Log and count the decision. Returns the outcome to answer with: a

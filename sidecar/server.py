@@ -34,7 +34,7 @@ log = logging.getLogger("sidecar")
 # gRPC refuses messages over 4 MiB with an error status before any handler
 # runs, and Envoy may treat an error as an allow. So gRPC takes any size and
 # the handler denies one over --max-request-bytes before parsing it.
-_GRPC_OPTIONS = [("grpc.max_receive_message_length", -1), ("grpc.so_reuseport", 0)]
+_GRPC_OPTIONS = [("grpc.max_receive_message_length", -1)]
 # Checks still waiting this long before the grace ends are denied, so that
 # each gets its answer before gRPC cancels what remains.
 _ABORT_AHEAD_SECONDS = 0.25
@@ -86,7 +86,6 @@ class Sidecar:
             shadow=self.shadow,
             max_request_bytes=settings.max_request_bytes,
         )
-        self.metrics.inflight.set_function(lambda: self.authorizer.inflight)
         masker = Masker(settings.mask_headers, settings.mask_pointers) if settings.log_input else None
         self.decisions = decisions or DecisionLog.open(settings.decision_log, settings.decision_path, masker)
         self.decisions.shadow_decision_path = settings.shadow_decision_path or ""
@@ -97,8 +96,12 @@ class Sidecar:
             self.health, self.metrics, None if settings.ready_without_opa else self.opa.healthy
         )
         authz = HttpAuthz(self.authorizer, self.recorder, settings.http_failure_status)
-        self.http = HttpListener(settings.http_addr, self.metrics, self.readiness, authz)
-        self._server = grpc.aio.server(options=_GRPC_OPTIONS)
+        self.http = HttpListener(
+            settings.http_addr, self.metrics, self.readiness, authz, reuse_port=settings.workers > 1
+        )
+        # Workers share the ports; a single process must own its port.
+        reuse_port = int(settings.workers > 1)
+        self._server = grpc.aio.server(options=[*_GRPC_OPTIONS, ("grpc.so_reuseport", reuse_port)])
         self._server.add_generic_rpc_handlers([self.service.handler()])
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         if settings.grpc_reflection:

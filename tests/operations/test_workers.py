@@ -1,0 +1,176 @@
+"""--workers N: processes share the ports, metrics add up across them, a dead
+worker is replaced, and SIGTERM stops them all cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from sidecar._proto.envoy.service.auth.v3.external_auth_pb2 import CheckResponse
+from sidecar._proto.envoy.service.auth.v3.external_auth_pb2_grpc import AuthorizationStub
+from tests.check_requests import check_request
+from tests.fault_opa import FaultOpa
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def alive(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status  # a zombie has exited; only its reaping is pending
+
+
+def children(pid: int) -> set[int]:
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text().split()
+        found.update(int(p) for p in text)
+    return found
+
+
+def wait_for(predicate: object, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not reached in time")
+
+
+async def many_checks(target: str, n: int) -> list[int]:
+    # Separate channels (TCP connections) so the kernel spreads them over workers.
+    async def one_channel(count: int) -> list[int]:
+        async with grpc.aio.insecure_channel(
+            target, options=[("grpc.use_local_subchannel_pool", 1)]
+        ) as channel:
+            stub = AuthorizationStub(channel)  # type: ignore[no-untyped-call]
+            codes = []
+            for _ in range(count):
+                response: CheckResponse = await stub.Check(check_request(), timeout=5)
+                codes.append(response.status.code)
+            return codes
+
+    results = await asyncio.gather(*(one_channel(n // 10) for _ in range(10)))
+    return [code for codes in results for code in codes]
+
+
+def scrape(http_port: int, name: str) -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=5).read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+
+
+@pytest.fixture
+def workers(fault_opa: FaultOpa, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    grpc_port, http_port = free_port(), free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sidecar",
+            "serve",
+            "--opa-url",
+            fault_opa.url,
+            "--grpc-addr",
+            f"127.0.0.1:{grpc_port}",
+            "--http-addr",
+            f"127.0.0.1:{http_port}",
+            "--workers",
+            "2",
+            "--ready-without-opa",
+            "--decision-log",
+            str(tmp_path / "decisions.jsonl"),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    proc.grpc_port, proc.http_port = grpc_port, http_port  # type: ignore[attr-defined]
+
+    def serving() -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", grpc_port), timeout=0.2):
+                return len(children(proc.pid)) == 2
+        except OSError:
+            return False
+
+    wait_for(serving)
+    yield proc
+    if proc.poll() is None:
+        proc.terminate()
+        proc.wait(15)
+
+
+def test_two_workers_share_the_port_and_their_metrics(workers: subprocess.Popen[bytes]) -> None:
+    port, http_port = workers.grpc_port, workers.http_port  # type: ignore[attr-defined]
+    codes = asyncio.run(many_checks(f"127.0.0.1:{port}", 200))
+    assert codes == [0] * 200
+    # Whichever worker answers /metrics reports the sum over both.
+    for _ in range(4):
+        assert scrape(http_port, 'opa_sidecar_checks_total{outcome="allow"') == 200
+    assert len(children(workers.pid)) == 2
+
+
+def test_a_dead_worker_is_replaced(workers: subprocess.Popen[bytes]) -> None:
+    port = workers.grpc_port  # type: ignore[attr-defined]
+    before = children(workers.pid)
+    victim = min(before)
+    os.kill(victim, signal.SIGKILL)
+    wait_for(lambda: len(children(workers.pid) - {victim}) == 2)
+    assert victim not in children(workers.pid)
+    assert asyncio.run(many_checks(f"127.0.0.1:{port}", 50)) == [0] * 50
+
+
+def test_workers_die_with_a_killed_supervisor(workers: subprocess.Popen[bytes]) -> None:
+    pids = children(workers.pid)
+    workers.kill()
+    workers.wait()
+    wait_for(lambda: not any(alive(pid) for pid in pids))
+
+
+def test_sigterm_stops_every_worker_and_exits_0(workers: subprocess.Popen[bytes]) -> None:
+    pids = children(workers.pid)
+    workers.send_signal(signal.SIGTERM)
+    assert workers.wait(15) == 0
+    assert not any(alive(pid) for pid in pids)
+
+
+def test_workers_refuse_unix_sockets(fault_opa: FaultOpa, tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sidecar",
+            "serve",
+            "--opa-url",
+            fault_opa.url,
+            "--grpc-addr",
+            f"unix://{tmp_path}/a.sock",
+            "--workers",
+            "2",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert b"--workers" in done.stderr
