@@ -74,6 +74,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except BenchError as exc:
             print(f"bench: {exc}", file=sys.stderr)
             return EXIT_FAILED
+        except KeyboardInterrupt:
+            print("bench: interrupted; every process it started is being stopped", file=sys.stderr)
+            return EXIT_FAILED
         finally:
             problems = run.stop_all()
     for problem in problems:

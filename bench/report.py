@@ -237,7 +237,7 @@ def render(results: Results, tools: dict[str, str], command: str, duration: floa
         "other load is the CPU (in cores) that processes outside the run took meanwhile "
         "on this shared machine. "
         '"Answers verified" is what the server itself counted: the sidecar\'s decision log lines '
-        "(each an allow), the floor's call counter, or HTTP statuses.",
+        "(allow or deny), the floor's call counter, or HTTP statuses.",
         "",
         "| setup | what runs | load | CPU and RSS of |",
         "|---|---|---|---|",

@@ -13,6 +13,7 @@ from pathlib import Path
 from types import FrameType
 
 from bench import loadgen, workload
+from bench.decisions import Tally
 from bench.loadgen import Load
 from bench.procs import (
     cpu_seconds,
@@ -147,15 +148,25 @@ class Run:
         live = [s for s in self._servers if s.service.popen.poll() is None]
         return own_cpu_seconds() + sum(cpu_seconds(s.pid) for s in live)
 
-    @staticmethod
-    def _sidecar_verifier(sidecar: SidecarServer, slack: int) -> Callable[[Load], tuple[str, bool]]:
-        """Every answer counted must be a logged allow; checks cut off when the
-        load generator stopped may add up to ``slack`` more."""
+    def _sidecar_verifier(
+        self, setup: str, concurrency: int, sidecar: SidecarServer
+    ) -> Callable[[Load], tuple[str, bool]]:
+        """Every answer counted must be a logged decision; checks cut off when
+        the load generator stopped may add up to ``concurrency`` more. Denies
+        are real answers (e.g. a slow OPA past the budget) and are reported."""
 
         def verify(load: Load) -> tuple[str, bool]:
             tally = sidecar.decisions.read_new()
-            upper = max(load.started, load.completed) + slack
-            return tally.describe(), load.completed <= tally.lines <= upper and tally.allows == tally.lines
+            upper = max(load.started, load.completed) + concurrency
+            denied = tally.lines - tally.allows
+            if denied:
+                self.results.notes.append(
+                    f"{setup} at concurrency {concurrency}: {denied:,} of {tally.lines:,} checks were denied "
+                    "(the sidecar failing closed, e.g. OPA not answering within --opa-timeout); "
+                    "they count in checks/s and latency."
+                )
+            readable = "unreadable line" not in tally.outcomes
+            return tally.describe(), readable and load.completed <= tally.lines <= upper
 
         return verify
 
@@ -216,7 +227,7 @@ class Run:
         for concurrency in plan.concurrencies:
             for setup, server in grpc_setups:
                 verify = (
-                    self._sidecar_verifier(server, concurrency)
+                    self._sidecar_verifier(setup, concurrency, server)
                     if isinstance(server, SidecarServer)
                     else self._floor_verifier(server)
                 )
@@ -265,7 +276,7 @@ class Run:
                 concurrency,
                 z.pid,
                 partial(self._wrk, envoy.port, concurrency, wrk_seconds),
-                self._sidecar_verifier(z, concurrency),
+                self._sidecar_verifier("EZ", concurrency, z),
             )
 
     def _profile(self, z: SidecarServer) -> None:
@@ -307,8 +318,10 @@ class Run:
             print(f"  {half} checks: {load.rate:.0f}/s, RSS {rss:.1f} MiB", flush=True)
         rss_end = rss_bytes(sidecar.pid)
         completed = sum(load.completed for load, _ in halves)
-        logged = sum(t.lines for _, t in halves)
-        allows = sum(t.allows for _, t in halves)
+        tally = Tally()
+        for _, half_tally in halves:
+            tally.lines += half_tally.lines
+            tally.outcomes.update(half_tally.outcomes)
         seconds = sum(load.seconds for load, _ in halves)
         self.results.soak = Soak(
             checks=completed,
@@ -317,9 +330,15 @@ class Run:
             rss_half=rss_half,
             rss_end=rss_end,
             rate=completed / seconds if seconds else 0.0,
-            verified=f"{logged} logged, {allows} allow",
-            ok=completed == n and logged == allows == n and all(load.errors == 0 for load, _ in halves),
+            verified=tally.describe(),
+            ok=completed == tally.lines == n
+            and "unreadable line" not in tally.outcomes
+            and all(load.errors == 0 for load, _ in halves),
         )
+        if tally.allows != tally.lines:
+            self.results.notes.append(
+                f"Soak: {tally.lines - tally.allows:,} checks were denied ({tally.describe()})."
+            )
         sidecar.service.stop()
 
     def stop_all(self) -> list[str]:
