@@ -16,7 +16,7 @@ from typing import Any, Final
 
 from hypothesis import strategies as st
 
-from tests.fault_opa import Action, Behaviour
+from tests.fault_opa import Behaviour
 
 YES: Final = b'{"result":true}\n'
 # HTTP statuses a deny may carry: Envoy's StatusCode values from 200 to 599.
@@ -181,6 +181,10 @@ def answers(draw: st.DrawFn, budget: float, max_response_bytes: int) -> Answer:
     if kind == "bad-object":
         result = draw(result_objects(allowed=draw(st.booleans()), bad=True))
         return _no(kind, Behaviour.json(_envelope(result, draw)), "invalid_result")
+    if kind == "truthy-allowed":  # the most dangerous confusion: a yes-ish value that is not true
+        result = draw(result_objects(allowed=True, bad=False))
+        result["allowed"] = draw(BAD_FIELDS["allowed"])
+        return _no(kind, Behaviour.json(_envelope(result, draw)), "invalid_result")
     if kind == "bad-result":
         result = draw(st.sampled_from(["true", 1, None, [], [True], {}, "allowed", 0.0]))
         return _no(kind, Behaviour.json(_envelope(result, draw)), "invalid_result")
@@ -283,10 +287,8 @@ def answers(draw: st.DrawFn, budget: float, max_response_bytes: int) -> Answer:
 # Valid answers are drawn about as often as faults: the "if" half of the invariant
 # needs allows to happen.
 _KINDS: Final = [
-    "yes", "yes", "yes", "yes", "yes", "big-yes", "no", "no", "bad-object", "bad-object", "bad-result",
-    "number-beyond-double", "undefined", "status", "redirect", "garbage", "garbage", "wrong-content-type",
-    "encoded", "too-big", "short-body", "truncated-chunked", "bad-status-line", "smuggled", "closed", "reset",
-    "slow", "stalled", "drip",
+    "yes", "yes", "yes", "yes", "yes", "big-yes", "no", "no", "bad-object", "bad-object", "truthy-allowed",
+    "truthy-allowed", "bad-result", "number-beyond-double", "undefined", "status", "redirect", "garbage",
+    "garbage", "wrong-content-type", "encoded", "too-big", "short-body", "truncated-chunked",
+    "bad-status-line", "smuggled", "closed", "reset", "slow", "stalled", "drip",
 ]  # fmt: skip
-SLOW_KINDS: Final = frozenset({"slow", "stalled", "drip"})
-__all__ = ["Action", "Answer", "answers"]

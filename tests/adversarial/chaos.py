@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -68,15 +69,17 @@ class ChaosConfig:
     settle: float = 2.0
     seed: int = 7
     keep: Path | None = None  # copy the processes' logs here
-    realtime: bool = False  # run sidecars and Envoys under SCHED_RR (see --realtime)
+    realtime: bool = False  # run everything under SCHED_RR (see --realtime)
 
 
-def _realtime(*pids: int) -> None:
-    """Real-time round-robin scheduling for every thread of these processes (threads they
-    start later inherit it)."""
-    for pid in pids:
-        for task in os.listdir(f"/proc/{pid}/task"):
-            os.sched_setscheduler(int(task), os.SCHED_RR, os.sched_param(10))
+# gRPC's own report of an answer it could not send: the caller (Envoy) had given up.
+_UNDELIVERED = "ExecuteBatchError raised in core by servicer method"
+
+
+def _log_errors(log: str) -> tuple[int, int]:
+    """(answers gRPC could not deliver, any other traceback) in a sidecar's process log."""
+    undelivered = log.count(_UNDELIVERED)
+    return undelivered, log.count("Traceback") - undelivered
 
 
 def _decisions(guarded: GuardedSidecar) -> dict[int, tuple[str, str, float]]:
@@ -107,6 +110,11 @@ def _counters(guarded: GuardedSidecar) -> dict[str, dict[str, int]]:
 def run(config: ChaosConfig, progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="chaos-"))
     with contextlib.ExitStack() as cleanup:
+        if config.realtime:
+            # Every thread and process started from here on inherits the policy.
+            policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
+            os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(10))
+            cleanup.callback(os.sched_setscheduler, 0, policy, param)
         cleanup.callback(shutil.rmtree, workdir, ignore_errors=True)
         if config.keep is not None:
             cleanup.callback(
@@ -133,11 +141,13 @@ def run(config: ChaosConfig, progress: Callable[[str], None] = lambda _: None) -
         targets = [(side, mode) for side in sides for mode in ENVOY_MODES]
         addresses = [("127.0.0.1", sides[side].envoys[mode].port) for side, mode in targets]
         pids = {side: guarded.sidecar.process.pid for side, guarded in sides.items()}
-        if config.realtime:
-            for guarded in sides.values():
-                _realtime(guarded.sidecar.process.pid, *(e.process.pid for e in guarded.envoys.values()))
         load = LoadThread(LoadGenerator(addresses, config.connections, config.rate))
-        sampler = Sampler(pids)
+        watched: dict[str, Callable[[], int]] = {"opa": lambda: opa.pid, "fault-opa": os.getpid}
+        for side, guarded in sides.items():
+            watched[side] = functools.partial(int, guarded.sidecar.process.pid)
+            for mode, envoy in guarded.envoys.items():
+                watched[f"{side}/{mode}"] = functools.partial(int, envoy.process.pid)
+        sampler = Sampler(watched, memory=list(sides))
         sampler.start()
         started = time.monotonic()
         load.start()
@@ -185,14 +195,13 @@ def run(config: ChaosConfig, progress: Callable[[str], None] = lambda _: None) -
             peak=sampler.peak,
             end=end,
             cpu_wait=sampler.cpu_wait,
+            opa_of={PROCESS_SIDE: "opa", ANSWER_SIDE: "fault-opa"},
             sidecar_alive={side: guarded.sidecar.running for side, guarded in sides.items()},
-            sidecar_tracebacks={
-                side: guarded.sidecar.log().count("Traceback") for side, guarded in sides.items()
-            },
+            sidecar_log={side: _log_errors(guarded.sidecar.log()) for side, guarded in sides.items()},
             answers=chooser.answers,
             concurrency={side: config.connections * len(ENVOY_MODES) for side in sides},
             seconds=seconds,
-            extra={"opa_restarts": opa.starts - 1, "sidecar_cpu_wait": sampler.summary()},
+            extra={"opa_restarts": opa.starts - 1, "cpu_wait": sampler.summary()},
         )
         return report(data)
 
@@ -212,8 +221,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--realtime",
         action="store_true",
-        help="run the sidecars and Envoys with real-time scheduling (needs CAP_SYS_NICE), so that other "
-        "processes on a shared machine cannot starve them of CPU",
+        help="run this process and every process it starts (sidecars, Envoys, OPA, upstream) with real-time "
+        "scheduling (needs CAP_SYS_NICE), so that other work on a shared machine cannot starve them of CPU",
     )
     args = parser.parse_args(argv)
     config = ChaosConfig(

@@ -1,8 +1,9 @@
-"""Watching a process from the outside, through /proc: open file descriptors, resident
-memory, and how long its main thread (the sidecar's event loop) waited for a CPU.
+"""Watching processes from the outside, through /proc: open file descriptors, resident
+memory, and how long their threads waited for a CPU.
 
-The last one tells a slow answer caused by the machine (the process was ready to run but
-not scheduled) from one caused by the process itself (running, or blocked on something).
+The last one tells a late answer caused by the machine (a thread was ready to run but not
+scheduled: other processes had the CPUs) from one caused by the process itself (running,
+or blocked on something).
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-# (start, end, nanoseconds the main thread waited for a CPU in between)
+# (start, end, the longest any thread of the process waited for a CPU in between, ns)
 CpuWait = tuple[float, float, int]
 
 
@@ -36,54 +37,63 @@ def sample(pid: int) -> ProcessSample:
     return ProcessSample(fds, rss)
 
 
-def runqueue_wait_ns(pid: int) -> int:
-    """Time the process's main thread (the sidecar's event loop) has spent ready to run
-    but waiting for a CPU (/proc/PID/schedstat, second field)."""
-    with open(f"/proc/{pid}/schedstat") as schedstat:
-        return int(schedstat.read().split()[1])
-
-
-def all_threads_runqueue_wait_ns(pid: int) -> int:
-    """The same, summed over every thread of the process."""
-    total = 0
+def thread_waits_ns(pid: int) -> dict[int, int]:
+    """Run-queue wait so far of each thread of the process, by thread id."""
+    waits = {}
     for task in os.listdir(f"/proc/{pid}/task"):
         with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{task}/schedstat") as schedstat:
-            total += int(schedstat.read().split()[1])
-    return total
+            waits[int(task)] = int(schedstat.read().split()[1])
+    return waits
+
+
+def longest_wait_ms(before: dict[int, int], after: dict[int, int]) -> float:
+    """The longest any one thread waited for a CPU between two `thread_waits_ns` readings."""
+    return max((waited - before.get(tid, 0) for tid, waited in after.items()), default=0) / 1e6
 
 
 class Sampler:
-    """Processes' fds and RSS (their peaks) and their main threads' CPU wait, every quarter
-    second, on a background thread; processes are named by the caller."""
+    """Every quarter second, on a background thread: for each named process, the longest
+    any of its threads waited for a CPU in that interval; for those in `memory`, the peak
+    of open fds and RSS. A process is named by a function returning its current pid, so
+    a restarted one is followed."""
 
     INTERVAL = 0.25
 
-    def __init__(self, pids: dict[str, int]) -> None:
-        self.pids = pids
-        self.peak = {side: sample(pid) for side, pid in pids.items()}
-        self.cpu_wait: dict[str, list[CpuWait]] = {side: [] for side in pids}
-        self._last = {side: (time.monotonic(), runqueue_wait_ns(pid)) for side, pid in pids.items()}
+    def __init__(self, processes: dict[str, Callable[[], int]], memory: Iterable[str] = ()) -> None:
+        self.processes = processes
+        self.memory = list(memory)
+        self.peak = {name: sample(processes[name]()) for name in self.memory}
+        self.cpu_wait: dict[str, list[CpuWait]] = {name: [] for name in processes}
+        self._last: dict[str, tuple[float, dict[int, int]]] = {}
+        for name in processes:
+            self._read_waits(name)
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, name="process-sampler", daemon=True)
 
+    def _read_waits(self, name: str) -> None:
+        with contextlib.suppress(OSError):
+            now, waits = time.monotonic(), thread_waits_ns(self.processes[name]())
+            if name in self._last:
+                at, before = self._last[name]
+                self.cpu_wait[name].append((at, now, round(longest_wait_ms(before, waits) * 1e6)))
+            self._last[name] = (now, waits)
+
     def _run(self) -> None:
         while not self._done.wait(self.INTERVAL):
-            for side, pid in self.pids.items():
+            for name in self.processes:
+                self._read_waits(name)
+            for name in self.memory:
                 with contextlib.suppress(OSError):
-                    now, top = sample(pid), self.peak[side]
-                    self.peak[side] = ProcessSample(max(now.fds, top.fds), max(now.rss_kib, top.rss_kib))
-                    at, waited = time.monotonic(), runqueue_wait_ns(pid)
-                    last_at, last_waited = self._last[side]
-                    self.cpu_wait[side].append((last_at, at, waited - last_waited))
-                    self._last[side] = (at, waited)
+                    now, top = sample(self.processes[name]()), self.peak[name]
+                    self.peak[name] = ProcessSample(max(now.fds, top.fds), max(now.rss_kib, top.rss_kib))
 
     def summary(self) -> dict[str, dict[str, float]]:
         return {
-            side: {
+            name: {
                 "total_s": round(sum(w for _, _, w in samples) / 1e9, 2),
                 "worst_interval_ms": round(max((w for _, _, w in samples), default=0) / 1e6, 1),
             }
-            for side, samples in self.cpu_wait.items()
+            for name, samples in self.cpu_wait.items()
         }
 
     def start(self) -> None:

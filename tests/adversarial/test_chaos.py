@@ -23,7 +23,9 @@ def _assert_held(config: ChaosConfig) -> dict[str, object]:
     print(summary(rep, problems))
     assert not problems, summary(rep, problems)
     if rep["deadline_misses"]:
-        warnings.warn(f"deadline misses while the machine starved the sidecar: {rep['deadline_misses']}", stacklevel=2)
+        warnings.warn(
+            f"deadline misses while the machine starved the sidecar: {rep['deadline_misses']}", stacklevel=2
+        )
     return rep
 
 
