@@ -5,10 +5,11 @@ configuration, 1 when serving cannot start) and ``opa-sidecar lint PATH...``
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 from collections.abc import Sequence
+
+import uvloop
 
 from sidecar import __version__
 from sidecar.config import SERVE_OPTIONS, ConfigError, add_options, settings_from
@@ -56,7 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from sidecar.server import StartupError, serve  # grpc loads only when serving
 
     try:
-        asyncio.run(serve(settings))
+        # uvloop: about 13% less CPU per check than the default loop (bench/REPORT.md).
+        uvloop.run(serve(settings))
     except ConfigError as exc:  # TLS material or a token file with bad content
         print(f"opa-sidecar: {exc}", file=sys.stderr)
         return EXIT_CONFIG
