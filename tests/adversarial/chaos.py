@@ -201,7 +201,12 @@ def run(config: ChaosConfig, progress: Callable[[str], None] = lambda _: None) -
             answers=chooser.answers,
             concurrency={side: config.connections * len(ENVOY_MODES) for side in sides},
             seconds=seconds,
-            extra={"opa_restarts": opa.starts - 1, "cpu_wait": sampler.summary()},
+            extra={
+                "opa_restarts": opa.starts - 1,
+                "cpu_wait": sampler.summary(),
+                # Only the fault OPA sees every request (the stand-in records its yeses).
+                "fault_opa_most_requests_for_one_check": max(chooser.asked.values(), default=0),
+            },
         )
         return report(data)
 

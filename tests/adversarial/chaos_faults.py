@@ -70,6 +70,7 @@ class AnswerChooser:
         self._random = random.Random(seed)
         self.yes: set[str] = set()  # markers answered with a valid yes
         self.answers: Counter[str] = Counter()  # answers given, by fault kind ("healthy" for valid ones)
+        self.asked: Counter[str] = Counter()  # OPA requests per check marker
 
     def set_mode(self, mode: str) -> None:
         with self._lock:
@@ -78,6 +79,7 @@ class AnswerChooser:
     def __call__(self, request: RecordedRequest) -> Behaviour:
         marker, allow = _check_of(request)
         with self._lock:
+            self.asked[marker] += 1
             mode = self._mode
             if mode == MIXED:
                 mode = self._random.choice(["healthy", "healthy", *ANSWER_FAULTS])

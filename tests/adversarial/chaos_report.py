@@ -214,6 +214,8 @@ def violations(rep: dict[str, Any]) -> list[str]:
         found.append(f"{unexplained} deadline misses while the sidecar had CPU (examples: {examples})")
     if not outcomes.get("correct_allow"):
         found.append("no correct allow at all: the run proves nothing")
+    if rep.get("fault_opa_most_requests_for_one_check", 0) > 1:
+        found.append(f"OPA was asked {rep['fault_opa_most_requests_for_one_check']} times for one check")
     if rep["sidecar_reasons"].get("internal_error"):
         found.append(f"{rep['sidecar_reasons']['internal_error']} checks denied with internal_error")
     unexcused = [slow for slow in rep["slow_recoveries"] if not slow["starved"]]

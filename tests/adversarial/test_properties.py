@@ -252,6 +252,7 @@ _SETTINGS: dict[str, Any] = {
 }
 
 
+@pytest.mark.timeout(300)
 @settings(max_examples=CI_EXAMPLES, **_SETTINGS)
 @given(pairs=_cases, concurrent=st.booleans())
 def test_allows_if_and_only_if_opa_answered_a_valid_yes_in_time(
@@ -261,6 +262,7 @@ def test_allows_if_and_only_if_opa_answered_a_valid_yes_in_time(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 @settings(max_examples=LONG_EXAMPLES, **_SETTINGS)
 @given(pairs=_cases, concurrent=st.booleans())
 def test_allows_if_and_only_if_opa_answered_a_valid_yes_in_time_long(
