@@ -7,15 +7,16 @@ error (which Envoy's failure_mode_allow would turn into an allow).
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 
 import grpc
 
-from sidecar.authorizer import Authorizer
+from sidecar.authorizer import Authorizer, Outcome
 from sidecar.envoy.response import build_response, minimal_deny
 from sidecar.recording import Recorder, internal_error
-from sidecar.verdict import DenyReason
+from sidecar.verdict import Deny, DenyReason
 
 SERVICE_NAME = "envoy.service.auth.v3.Authorization"
 
@@ -28,9 +29,16 @@ class CheckService:
     async def check(self, request_bytes: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
         started = time.perf_counter()
         decision_id = str(uuid.uuid4())
-        outcome = await self._recorder.outcome(
-            decision_id, self._authorizer.check(request_bytes, context.time_remaining())
-        )
+        try:
+            outcome = await self._recorder.outcome(
+                decision_id, self._authorizer.check(request_bytes, context.time_remaining())
+            )
+        except asyncio.CancelledError:
+            # The caller gave up first (Envoy's timeout): there is nobody to
+            # answer, but the decision log still says what became of the check.
+            detail = "the caller cancelled the check before it was answered"
+            self._recorder.record(decision_id, Outcome(Deny(DenyReason.DEADLINE_EXCEEDED, detail)), started)
+            raise
         try:
             response = build_response(outcome.verdict, decision_id).SerializeToString()
         except Exception as exc:

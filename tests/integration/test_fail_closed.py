@@ -327,3 +327,18 @@ async def test_a_request_over_grpcs_default_limit_still_gets_a_deny_response(fau
         response = await sidecar.check(huge, timeout=10.0)
     assert_denied(response, "bad_request", http_status=413)
     assert fault_opa.count == 0
+
+
+async def test_a_check_the_caller_cancels_is_still_in_the_decision_log(fault_opa: FaultOpa) -> None:
+    fault_opa.set(Behaviour.hang())
+    async with running_sidecar(fault_opa.url, opa_timeout=5.0) as sidecar:
+        call = sidecar.stub.Check(check_request(), timeout=5.0)
+        assert await asyncio.to_thread(fault_opa.wait_for_count, 1, 5.0)
+        call.cancel()
+        for _ in range(100):
+            if sidecar.decisions():
+                break
+            await asyncio.sleep(0.02)
+        [entry] = sidecar.decisions()
+    assert (entry["outcome"], entry["reason"]) == ("deny", "deadline_exceeded")
+    assert "cancelled" in entry["detail"]
