@@ -77,6 +77,9 @@ class AnswerChooser:
             self._mode = mode
 
     def __call__(self, request: RecordedRequest) -> Behaviour:
+        if request.method != "POST":
+            # The sidecar's readiness probe (GET /health): not a check.
+            return Behaviour(body=b"{}\n")
         marker, allow = _check_of(request)
         with self._lock:
             self.asked[marker] += 1
