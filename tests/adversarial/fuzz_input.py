@@ -23,6 +23,7 @@ from google.protobuf.message import DecodeError
 # Imported first, so that only the module under test is instrumented (instrumenting the
 # protobuf runtime takes seconds and guides nothing).
 from sidecar._proto.envoy.service.auth.v3.external_auth_pb2 import CheckRequest
+from tests.adversarial.fuzz_seeds import input_seeds, write_corpus
 from tests.check_requests import check_request
 
 with atheris.instrument_imports():
@@ -76,31 +77,9 @@ def test_one_input(data: bytes) -> None:
         opa_request_body(document)
 
 
-def seeds() -> list[bytes]:
-    """Realistic requests to start from: a prefix byte selects the raw-protobuf mode."""
-    requests = [
-        check_request("GET", "/orders?id=7&id=8&x", headers={"x-user": "alice"}),
-        check_request(
-            "POST", "/orders", headers={"content-type": "application/json"}, body='{"item": "book", "n": 3}'
-        ),
-        check_request(
-            "POST", "/form", headers={"content-type": "application/x-www-form-urlencoded"}, body="a=1&b=%20"
-        ),
-        check_request(
-            "POST",
-            "/upload",
-            headers={"content-type": "multipart/form-data; boundary=XyZ"},
-            body='--XyZ\r\nContent-Disposition: form-data; name="f"\r\n\r\nv\r\n--XyZ--\r\n',
-        ),
-    ]
-    return [b"\x01" + r.SerializeToString() for r in requests]
-
-
 def main(argv: list[str]) -> None:
     if not any(not arg.startswith("-") for arg in argv[1:]):
-        corpus = Path(tempfile.mkdtemp(prefix="fuzz-input-"))
-        for number, seed in enumerate(seeds()):
-            (corpus / f"seed-{number}").write_bytes(seed)
+        corpus = write_corpus(Path(tempfile.mkdtemp(prefix="fuzz-input-")), input_seeds())
         argv = [*argv, str(corpus)]
     atheris.Setup(argv, test_one_input)
     atheris.Fuzz()

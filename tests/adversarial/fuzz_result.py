@@ -24,6 +24,7 @@ import atheris  # type: ignore[import-untyped, import-not-found, unused-ignore]
 # the protobuf runtime takes seconds and guides nothing).
 from sidecar.envoy.response import build_response
 from sidecar.verdict import Allow
+from tests.adversarial.fuzz_seeds import result_seeds, write_corpus
 
 with atheris.instrument_imports():
     from sidecar.opa.result import interpret
@@ -78,25 +79,9 @@ def test_one_input(data: bytes) -> None:
     build_response(verdict, "fuzz").SerializeToString()
 
 
-def seeds() -> list[bytes]:
-    """Real answers to start from: a prefix byte selects the raw-body mode."""
-    answers = [
-        b'{"result":true}',
-        b'{"result":false,"decision_id":"d"}',
-        b"{}",
-        b'{"result":{"allowed":true,"headers":{"x-user":"alice"},"response_headers_to_add":[{"a":["1","2"]}]}}',
-        b'{"result":{"allowed":false,"http_status":429,"body":"slow down","headers":{"retry-after":"7"}}}',
-        b'{"result":{"allowed":true,"query_parameters_to_set":{"q":"1"},"query_parameters_to_remove":["x"],'
-        b'"request_headers_to_remove":["cookie"],"dynamic_metadata":{"k":[1,{"n":null}]}}}',
-    ]
-    return [b"\x01" + answer for answer in answers]
-
-
 def main(argv: list[str]) -> None:
     if not any(not arg.startswith("-") for arg in argv[1:]):
-        corpus = Path(tempfile.mkdtemp(prefix="fuzz-result-"))
-        for number, seed in enumerate(seeds()):
-            (corpus / f"seed-{number}").write_bytes(seed)
+        corpus = write_corpus(Path(tempfile.mkdtemp(prefix="fuzz-result-")), result_seeds())
         argv = [*argv, str(corpus)]
     atheris.Setup(argv, test_one_input)
     atheris.Fuzz()

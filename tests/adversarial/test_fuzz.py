@@ -12,11 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.adversarial.fuzz_seeds import input_seeds, result_seeds, write_corpus
 from tests.fixtures.opa import REPO_ROOT
 
 SECONDS = 10
 MIN_RUNS = 2000  # several thousand a second here; far fewer means the target is not running
-FUZZERS = ["tests.adversarial.fuzz_input", "tests.adversarial.fuzz_result"]
+SEEDS = {"tests.adversarial.fuzz_input": input_seeds, "tests.adversarial.fuzz_result": result_seeds}
+FUZZERS = list(SEEDS)
 _DONE = re.compile(r"stat::number_of_executed_units: (\d+)")
 
 
@@ -25,11 +27,14 @@ def fuzz_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[int, 
     """Both fuzzers side by side (one core each): exit status, output and artifact directory."""
     started = {}
     for module in FUZZERS:
-        artifacts = tmp_path_factory.mktemp(module.rpartition(".")[2])
+        name = module.rpartition(".")[2]
+        artifacts = tmp_path_factory.mktemp(name)
+        # The fuzzer's own seeds, in a corpus directory that goes away with the test's.
+        corpus = write_corpus(tmp_path_factory.mktemp(f"{name}-corpus"), SEEDS[module]())
         command = [
             sys.executable, "-m", module,
             f"-max_total_time={SECONDS}", "-timeout=10", "-rss_limit_mb=1024", "-print_final_stats=1",
-            f"-artifact_prefix={artifacts}/",
+            f"-artifact_prefix={artifacts}/", str(corpus),
         ]  # fmt: skip
         env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
         process = subprocess.Popen(
