@@ -19,7 +19,7 @@ from sidecar.envoy.input import BadRequest, build_input, opa_request_body
 from sidecar.opa.client import OpaClient, OpaFailure
 from sidecar.opa.result import interpret
 from sidecar.shadow import Shadow, ShadowResult
-from sidecar.signals import PRINCIPAL_POINTER, JsonPointer, first_missing
+from sidecar.signals import PRINCIPAL_POINTER, JsonPointer, missing_signal
 from sidecar.verdict import Deny, DenyReason, Verdict
 
 # Time kept back from the caller's deadline so the deny travels back to Envoy
@@ -28,6 +28,11 @@ from sidecar.verdict import Deny, DenyReason, Verdict
 DEADLINE_MARGIN_SECONDS = 0.01
 DEADLINE_MARGIN_SHARE = 0.1
 
+
+# Why a way in cannot meet a required signal only Envoy can attest (the
+# connection's peer, certificate, TLS session, destination, filter metadata).
+UNATTESTED_IN_HTTP_MODE = "in ext_authz HTTP mode Envoy forwards headers, not its view of the connection"
+UNATTESTED_IN_JSON_API = "the JSON check API's caller writes the whole input document"
 
 # Failures that still mean OPA itself answered over HTTP.
 _ANSWERED = frozenset({DenyReason.OPA_HTTP_STATUS, DenyReason.OPA_BAD_RESPONSE})
@@ -85,12 +90,13 @@ class Authorizer:
         return await self._guarded(time_remaining, self._decide_bytes, request_bytes)
 
     async def check_request(self, request: CheckRequest, time_remaining: float | None) -> Outcome:
-        """A CheckRequest built from what Envoy forwarded (HTTP mode)."""
-        return await self._guarded(time_remaining, self._decide_request, request)
+        """A CheckRequest built from what Envoy forwarded (HTTP mode): headers,
+        which carry none of Envoy's view of the connection."""
+        return await self._guarded(time_remaining, self._decide_forwarded, request)
 
     async def check_document(self, document: dict[str, Any], time_remaining: float | None) -> Outcome:
         """An input document given as is (the JSON check API)."""
-        return await self._guarded(time_remaining, self._ask, document, None)
+        return await self._guarded(time_remaining, self._decide_document, document)
 
     def abort_all(self) -> None:
         """Deny every check still waiting (shutdown grace ran out): each gets
@@ -140,19 +146,31 @@ class Authorizer:
             return Outcome(_bad_request("CheckRequest is not a valid protobuf message"))
         return await self._decide_request(request, deadline)
 
-    async def _decide_request(self, request: CheckRequest, deadline: float) -> Outcome:
+    async def _decide_forwarded(self, request: CheckRequest, deadline: float) -> Outcome:
+        return await self._decide_request(request, deadline, unattested=UNATTESTED_IN_HTTP_MODE)
+
+    async def _decide_request(
+        self, request: CheckRequest, deadline: float, unattested: str | None = None
+    ) -> Outcome:
         try:
             document = build_input(request, parse_body=self._parse_body)
         except BadRequest as exc:
             return Outcome(_bad_request(str(exc)), request)
-        return await self._ask(document, request, deadline)
+        return await self._ask(document, request, deadline, unattested)
 
-    async def _ask(self, document: dict[str, Any], request: CheckRequest | None, deadline: float) -> Outcome:
-        missing = first_missing(document, self._required)
+    async def _decide_document(self, document: dict[str, Any], deadline: float) -> Outcome:
+        return await self._ask(document, None, deadline, UNATTESTED_IN_JSON_API)
+
+    async def _ask(
+        self,
+        document: dict[str, Any],
+        request: CheckRequest | None,
+        deadline: float,
+        unattested: str | None = None,
+    ) -> Outcome:
+        missing = missing_signal(document, self._required, unattested=unattested)
         if missing is not None:
-            return Outcome(
-                Deny(DenyReason.MISSING_SIGNAL, f"required signal {missing} is missing"), request, document
-            )
+            return Outcome(Deny(DenyReason.MISSING_SIGNAL, missing), request, document)
         if asyncio.get_running_loop().time() >= deadline:
             return Outcome(Deny(DenyReason.OPA_TIMEOUT, "budget spent before asking OPA"), request, document)
         try:
