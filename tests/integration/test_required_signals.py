@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import aiohttp
 import pytest
 
 from sidecar.cli import build_parser
 from sidecar.config import ConfigError, settings_from
 from sidecar.envoy.response import PERMISSION_DENIED
-from sidecar.signals import parse_pointers
+from sidecar.signals import JsonPointer, parse_pointers
 from tests.check_requests import check_request
 from tests.fault_opa import FaultOpa
 from tests.fixtures.opa import OpaProcess
-from tests.fixtures.sidecar import running_sidecar
+from tests.fixtures.sidecar import SidecarHandle, running_sidecar
 
 AUTHZ = "/attributes/request/http/headers/authorization"
 PRINCIPAL = "/attributes/source/principal"
@@ -81,3 +82,98 @@ def test_malformed_pointer_is_a_startup_error() -> None:
         env | {"OPA_SIDECAR_REQUIRE": "/x"},
     )
     assert [p.text for p in ok.require] == ["/a", "/b"]
+
+
+@pytest.mark.parametrize("value", ["", " ", ",", " , ,\t", "\u00a0"])
+async def test_a_header_that_carries_nothing_is_missing(fault_opa: FaultOpa, value: str) -> None:
+    async with running_sidecar(fault_opa.url, require=parse_pointers([AUTHZ])) as sidecar:
+        response = await sidecar.check(check_request(headers={"authorization": value}))
+        [entry] = sidecar.decisions()
+    assert response.status.code == PERMISSION_DENIED
+    assert (entry["reason"], entry["detail"]) == (
+        "missing_signal",
+        f"required signal {AUTHZ} is missing or carries nothing",
+    )
+    assert fault_opa.count == 0
+
+
+# A JSON check API caller writes the whole document: it can claim any of these.
+ENVOY_ATTESTED = {
+    PRINCIPAL: "spiffe://example.org/ns/a/sa/b",
+    "/attributes/source/certificate": "-----BEGIN%20CERTIFICATE-----",
+    "/attributes/source/address/socketAddress/address": "10.0.0.7",
+    "/attributes/destination/principal": "spiffe://example.org/ns/a/sa/api",
+    "/attributes/tlsSession/sni": "api.example.org",
+    "/source_principal": "spiffe://example.org/ns/a/sa/b",
+}
+
+
+def _document_claiming_everything() -> dict[str, object]:
+    peer = {
+        "principal": ENVOY_ATTESTED[PRINCIPAL],
+        "certificate": ENVOY_ATTESTED["/attributes/source/certificate"],
+        "address": {"socketAddress": {"address": "10.0.0.7", "portValue": 443}},
+    }
+    return {
+        "attributes": {
+            "source": peer,
+            "destination": {"principal": ENVOY_ATTESTED["/attributes/destination/principal"]},
+            "tlsSession": {"sni": "api.example.org"},
+            "request": {"http": {"headers": {"authorization": "Bearer t"}}},
+        },
+        "source_principal": ENVOY_ATTESTED["/source_principal"],
+    }
+
+
+async def _post_check(sidecar: SidecarHandle, document: object) -> tuple[int, dict[str, object]]:
+    url = f"http://127.0.0.1:{sidecar.sidecar.http.port}/v1/check"
+    async with aiohttp.ClientSession() as session, session.post(url, json=document) as response:
+        return response.status, await response.json()
+
+
+@pytest.mark.parametrize("pointer", sorted(ENVOY_ATTESTED))
+async def test_json_api_never_meets_a_guard_only_envoy_can_attest(fault_opa: FaultOpa, pointer: str) -> None:
+    document = _document_claiming_everything()
+    assert JsonPointer.parse(pointer).resolve(document) == ENVOY_ATTESTED[pointer]
+    async with running_sidecar(fault_opa.url, require=parse_pointers([pointer])) as sidecar:
+        status, answer = await _post_check(sidecar, document)
+        [entry] = sidecar.decisions()
+    assert (status, answer["allowed"], answer["reason"]) == (403, False, "missing_signal")
+    assert entry["detail"] == (
+        f"required signal {pointer} can only come from Envoy's gRPC check: "
+        "the JSON check API's caller writes the whole input document"
+    )
+    assert fault_opa.count == 0
+
+
+async def test_json_api_require_tls_peer_denies_and_other_guards_still_hold(fault_opa: FaultOpa) -> None:
+    async with running_sidecar(fault_opa.url, require_tls_peer=True) as sidecar:
+        status, answer = await _post_check(sidecar, _document_claiming_everything())
+    assert (status, answer["reason"]) == (403, "missing_signal")
+    assert fault_opa.count == 0
+    # A guard on what the caller itself sends is met by the document, or not.
+    async with running_sidecar(fault_opa.url, require=parse_pointers([AUTHZ])) as sidecar:
+        allowed, _ = await _post_check(sidecar, _document_claiming_everything())
+        blank = {"attributes": {"request": {"http": {"headers": {"authorization": " , "}}}}}
+        denied, answer = await _post_check(sidecar, blank)
+    assert (allowed, denied, answer["reason"]) == (200, 403, "missing_signal")
+    assert fault_opa.count == 1
+
+
+async def test_http_mode_never_meets_a_tls_peer_guard(fault_opa: FaultOpa) -> None:
+    async with running_sidecar(fault_opa.url, require_tls_peer=True) as sidecar:
+        url = f"http://127.0.0.1:{sidecar.sidecar.http.port}/ext_authz/orders"
+        forged = {
+            "x-forwarded-client-cert": "URI=spiffe://example.org/ns/a/sa/b",
+            "authorization": "Bearer t",
+        }
+        async with aiohttp.ClientSession() as session, session.get(url, headers=forged) as response:
+            status = response.status
+        [entry] = sidecar.decisions()
+    assert status == 403
+    assert entry["reason"] == "missing_signal"
+    assert entry["detail"] == (
+        f"required signal {PRINCIPAL} can only come from Envoy's gRPC check: "
+        "in ext_authz HTTP mode Envoy forwards headers, not its view of the connection"
+    )
+    assert fault_opa.count == 0
