@@ -26,8 +26,22 @@ DECISION_HEADER = "x-opa-sidecar-decision-id"
 MAX_BODY_BYTES = 16 << 20
 
 
+# Headers that describe Envoy's call to the sidecar, not the client's request: gRPC mode
+# has none of them. The check's Content-Length is the length of what was forwarded, and
+# Host is the client's :authority, which gRPC mode carries under that name only.
+CHECK_CALL_HEADERS = frozenset(
+    {"content-length", "host", "x-envoy-expected-rq-timeout-ms", "x-envoy-internal"}
+)
+
+
 def to_check_request(request: web.Request, body: bytes) -> CheckRequest:
-    """What Envoy forwarded, in the shape of the gRPC mode's CheckRequest."""
+    """What Envoy forwarded, in the shape of the gRPC mode's CheckRequest.
+
+    Left empty because HTTP mode does not carry them: the client's protocol (this
+    hop is Envoy's own HTTP/1.1), the client's Content-Length, the source and
+    destination addresses. `size` is the bytes forwarded; gRPC mode gives the
+    bytes Envoy had buffered, which is more when the body was cut.
+    """
     target = request.raw_path[len(PREFIX) :] or "/"
     if not target.startswith("/"):
         target = "/" + target
@@ -36,24 +50,23 @@ def to_check_request(request: web.Request, body: bytes) -> CheckRequest:
     http.method = request.method
     http.path = target
     http.host = request.headers.get("host", "")
+    # The shipped configurations have Envoy write x-forwarded-proto from the connection.
     http.scheme = request.headers.get("x-forwarded-proto", "")
-    http.protocol = f"HTTP/{request.version.major}.{request.version.minor}"
     http.size = len(body)
     check.attributes.request.time.FromNanoseconds(time.time_ns())
     headers: dict[str, str] = {}
     for name, value in request.headers.items():
         key = name.lower()
+        if key in CHECK_CALL_HEADERS:
+            continue
         headers[key] = f"{headers[key]},{value}" if key in headers else value
     headers.update({":method": request.method, ":path": target, ":authority": http.host})
     if http.scheme:
         headers[":scheme"] = http.scheme
     for key, value in headers.items():
         http.headers[key] = value
-    if body:
-        try:
-            http.body = body.decode("utf-8")
-        except UnicodeDecodeError:
-            http.raw_body = body
+    # As bytes, like the shipped gRPC configuration (pack_as_bytes): the same input either way.
+    http.raw_body = body
     return check
 
 
