@@ -15,7 +15,7 @@ from typing import Any
 from google.protobuf.message import DecodeError
 
 from sidecar._proto.envoy.service.auth.v3.external_auth_pb2 import CheckRequest
-from sidecar.envoy.input import BadRequest, build_input, opa_request_body
+from sidecar.envoy.input import DEFAULT_ENVOY_BODY_LIMIT, BadRequest, build_input, opa_request_body
 from sidecar.opa.client import OpaClient, OpaFailure
 from sidecar.opa.result import interpret
 from sidecar.shadow import Shadow, ShadowResult
@@ -71,8 +71,10 @@ class Authorizer:
         require_tls_peer: bool = False,
         shadow: Shadow | None = None,
         max_request_bytes: int = 4 << 20,
+        envoy_body_limit: int = DEFAULT_ENVOY_BODY_LIMIT,
     ) -> None:
         self._max_request_bytes = max_request_bytes
+        self._envoy_body_limit = envoy_body_limit
         self._opa = opa
         self._shadow = shadow
         self._opa_timeout = opa_timeout
@@ -153,9 +155,11 @@ class Authorizer:
         self, request: CheckRequest, deadline: float, unattested: str | None = None
     ) -> Outcome:
         try:
-            document = build_input(request, parse_body=self._parse_body)
+            document = build_input(
+                request, parse_body=self._parse_body, envoy_body_limit=self._envoy_body_limit
+            )
         except BadRequest as exc:
-            return Outcome(_bad_request(str(exc)), request)
+            return Outcome(_bad_request(str(exc), exc.http_status), request)
         return await self._ask(document, request, deadline, unattested)
 
     async def _decide_document(self, document: dict[str, Any], deadline: float) -> Outcome:
@@ -188,5 +192,6 @@ class Authorizer:
         return Outcome(interpret(answer), request, document, time.perf_counter() - started, True, shadow)
 
 
-def _bad_request(detail: str) -> Deny:
-    return Deny(DenyReason.BAD_REQUEST, detail, http_status=400, body="bad request\n")
+def _bad_request(detail: str, http_status: int = 400) -> Deny:
+    body = "request too large\n" if http_status == 413 else "bad request\n"
+    return Deny(DenyReason.BAD_REQUEST, detail, http_status=http_status, body=body)

@@ -87,6 +87,7 @@ class Settings:
     http_failure_status: int = 403
     shadow_decision_path: str | None = None
     max_request_bytes: int = 4 << 20
+    envoy_max_request_bytes: int = 8192
     workers: int = 1
 
 
@@ -305,6 +306,15 @@ SERVE_OPTIONS: tuple[Option, ...] = (
         "largest CheckRequest accepted (headers and buffered body); a larger one is denied "
         "(bad_request, HTTP 413) before it is parsed",
         str(4 << 20),
+    ),
+    Option(
+        "--envoy-max-request-bytes",
+        "envoy_max_request_bytes",
+        _int_range(0, 1 << 30),
+        "Envoy's with_request_body.max_request_bytes (0: Envoy forwards no body). A forwarded body "
+        "that reaches it without a content-length saying it is complete counts as truncated, and a "
+        "longer one is denied (bad_request, HTTP 413)",
+        "8192",
     ),
     Option(
         "--opa-max-response-bytes",

@@ -9,12 +9,13 @@ CheckRequest (see ``reference/opa-envoy-compat.md`` section 2):
 - ``parsed_path`` / ``parsed_query``: Go ``url.PathUnescape`` and
   ``url.ParseQuery`` semantics (module ``path_and_query``);
 - ``parsed_body`` / ``truncated_body``: JSON, form and multipart bodies
-  (modules ``body`` and ``multipart``).
+  (modules ``body``, ``media_type`` and ``multipart``).
 
-Where Go would hand the policy something this process cannot represent
-faithfully (bytes that are not UTF-8, JSON numbers a float cannot hold
-exactly), the request is refused with ``BadRequest`` instead of guessed at:
-a guess could turn a deny into an allow.
+The document must describe the request the application receives. Where it
+cannot do so exactly (bytes that are not UTF-8, JSON numbers a float cannot
+hold exactly, a repeated parameter, a body parsers read differently), the
+request is refused with ``BadRequest`` instead of guessed at: a guess could
+turn a deny into an allow.
 """
 
 from __future__ import annotations
@@ -24,35 +25,74 @@ from typing import Any
 
 import orjson
 
-from sidecar._proto.envoy.service.auth.v3 import external_auth_pb2
+from sidecar._proto.envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2
 from sidecar.envoy.attributes import render_attributes
 from sidecar.envoy.bad_request import BadRequest
-from sidecar.envoy.body import MAX_BODY_JSON_DEPTH, parse_request_body
+from sidecar.envoy.body import (
+    DEFAULT_ENVOY_BODY_LIMIT,
+    MAX_BODY_JSON_DEPTH,
+    parse_request_body,
+    request_body_bytes,
+)
 from sidecar.envoy.path_and_query import parse_path_and_query
 
-__all__ = ["MAX_BODY_JSON_DEPTH", "BadRequest", "build_input", "opa_request_body"]
+__all__ = ["DEFAULT_ENVOY_BODY_LIMIT", "MAX_BODY_JSON_DEPTH", "BadRequest", "build_input", "opa_request_body"]
 
 
-def build_input(request: external_auth_pb2.CheckRequest, *, parse_body: bool = True) -> dict[str, Any]:
+def build_input(
+    request: external_auth_pb2.CheckRequest,
+    *,
+    parse_body: bool = True,
+    envoy_body_limit: int = DEFAULT_ENVOY_BODY_LIMIT,
+) -> dict[str, Any]:
     """The OPA input document for ``request``; raises ``BadRequest`` (only)
-    when the path, query or body cannot be parsed. ``parse_body=False`` is the
-    plugin's ``skip-request-body-parse``: no ``parsed_body``/``truncated_body``."""
+    when the path, query, headers or body cannot be described exactly.
+    ``parse_body=False`` is the plugin's ``skip-request-body-parse``: no
+    ``parsed_body``/``truncated_body``. ``envoy_body_limit`` is Envoy's
+    with_request_body.max_request_bytes."""
     doc: dict[str, Any] = {}
     attrs = request.attributes
+    http = attrs.request.http
+    _refuse_replaced_bytes(http)
+    data = request_body_bytes(http.body, http.raw_body)
     # protomap renders a message field only when it is present, even if empty.
     if request.HasField("attributes"):
         doc["attributes"] = render_attributes(attrs)
-    http = attrs.request.http
+        if data and not http.body:
+            _add_text_body(doc["attributes"], data)
     parsed_path, parsed_query = parse_path_and_query(http.path)
     doc["parsed_path"] = parsed_path
     doc["parsed_query"] = parsed_query
     if parse_body:
-        doc["parsed_body"], doc["truncated_body"] = parse_request_body(http.headers, http.body, http.raw_body)
+        doc["parsed_body"], doc["truncated_body"] = parse_request_body(
+            http.headers, data, envoy_limit=envoy_body_limit
+        )
     principal = attrs.source.principal
     if principal:
         doc["source_principal"] = principal
     doc["version"] = {"ext_authz": "v3", "encoding": "protojson"}
     return doc
+
+
+def _refuse_replaced_bytes(http: attribute_context_pb2.AttributeContext.HttpRequest) -> None:
+    """Envoy writes U+FFFD for bytes that are not UTF-8 in the strings it
+    sends; where one appears, the policy cannot know what the client sent."""
+    if "\ufffd" in http.path:
+        raise BadRequest("path holds U+FFFD, Envoy's stand-in for bytes that are not UTF-8")
+    for value in http.headers.values():
+        if "\ufffd" in value:
+            raise BadRequest("a header value holds U+FFFD, Envoy's stand-in for bytes that are not UTF-8")
+
+
+def _add_text_body(attributes: dict[str, Any], data: bytes) -> None:
+    """A body sent as bytes (pack_as_bytes) also appears as ``body`` when it
+    is UTF-8 text, so a policy reads it where it would read a string body;
+    ``rawBody`` keeps the exact bytes either way."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return
+    attributes["request"]["http"]["body"] = text
 
 
 def opa_request_body(input_doc: dict[str, Any]) -> bytes:

@@ -49,7 +49,8 @@ def parse_path_and_query(path: str) -> tuple[list[str], dict[str, list[str]]]:
 
 def parse_query(query: str, *, what: str) -> dict[str, list[str]]:
     """Go's url.ParseQuery, with any error (which Go reports after parsing the
-    rest) failing the whole request, as the plugin does."""
+    rest) failing the whole request, as the plugin does, and a repeated name
+    refused. Values stay lists, the plugin's shape."""
     out: dict[str, list[str]] = {}
     if not query:
         return out
@@ -63,9 +64,10 @@ def parse_query(query: str, *, what: str) -> dict[str, list[str]]:
         key, _, value = pair.partition("=")
         key = _unescape(key, plus_is_space=True, what=what)
         value = _unescape(value, plus_is_space=True, what=what)
-        values = out.get(key)
-        if values is None:
-            out[key] = [value]
-        else:
-            values.append(value)
+        if key in out:
+            # Frameworks keep the first (werkzeug) or the last (Starlette,
+            # Django) of a repeated name: the policy could check one value
+            # while the application acts on another.
+            raise BadRequest(f"repeated parameter name in {what}")
+        out[key] = [value]
     return out
