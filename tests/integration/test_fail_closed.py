@@ -313,7 +313,9 @@ async def test_an_oversized_request_is_denied_before_parsing(fault_opa: FaultOpa
     async with running_sidecar(fault_opa.url, max_request_bytes=4096) as sidecar:
         big = check_request("POST", "/upload", body="x" * 8000, headers={"content-type": "text/plain"})
         response = await sidecar.check(big)
-        small = await sidecar.check(check_request("POST", "/upload", body="x" * 100))
+        small = await sidecar.check(
+            check_request("POST", "/upload", body="x" * 100, headers={"content-type": "text/plain"})
+        )
     assert_denied(response, "bad_request", http_status=413)
     assert small.status.code == 0
     assert fault_opa.count == 1
