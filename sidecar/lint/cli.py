@@ -11,6 +11,7 @@ from dataclasses import fields
 from typing import Any
 
 from sidecar.config import Settings
+from sidecar.lint.sidecar_settings import DEFAULT_ENVOY_MAX_REQUEST_BYTES
 
 DEFAULT_BUDGET = next(f.default for f in fields(Settings) if f.name == "opa_timeout")
 
@@ -39,7 +40,23 @@ def add_lint_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="SECONDS",
         help=f"the sidecar's --opa-timeout, to check proxy timeouts against (default: {DEFAULT_BUDGET:g})",
     )
+    parser.add_argument(
+        "--envoy-max-request-bytes",
+        type=_byte_count,
+        default=DEFAULT_ENVOY_MAX_REQUEST_BYTES,
+        metavar="BYTES",
+        help=(
+            "the sidecar's --envoy-max-request-bytes, to check Envoy's with_request_body.max_request_bytes "
+            f"against (default: {DEFAULT_ENVOY_MAX_REQUEST_BYTES})"
+        ),
+    )
     return parser
+
+
+def _byte_count(raw: str) -> int:
+    if not raw.strip().isdigit() or int(raw) <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number of bytes: {raw!r}")
+    return int(raw)
 
 
 def _seconds(raw: str) -> float:
@@ -56,9 +73,11 @@ def run(args: argparse.Namespace) -> int:
     """Lint with parsed arguments (from ``add_lint_parser``); print; return the exit status."""
     from sidecar.lint.linter import lint_paths  # PyYAML loads only when linting
     from sidecar.lint.report import render_json, render_text
+    from sidecar.lint.sidecar_settings import SidecarSettings
     from sidecar.lint.timeouts import Budget
 
-    result = lint_paths(args.paths, Budget(args.sidecar_budget))
+    sidecar = SidecarSettings(Budget(args.sidecar_budget), args.envoy_max_request_bytes)
+    result = lint_paths(args.paths, sidecar)
     for error in result.errors:
         print(f"opa-sidecar lint: {error}", file=sys.stderr)
     print(render_json(result) if args.format == "json" else render_text(result))

@@ -32,6 +32,8 @@ from sidecar.lint.values import (
 )
 
 _LOCAL_ACTIONS = frozenset({"direct_response", "redirect"})
+# append_action values that replace the client's value (by name or number).
+_OVERWRITES = frozenset({"OVERWRITE_IF_EXISTS_OR_ADD", "OVERWRITE_IF_EXISTS", 2, 3})
 _ADD_FILTER = "add the envoy.filters.http.ext_authz filter to http_filters, before envoy.filters.http.router"
 
 
@@ -246,7 +248,7 @@ def _forgeable_headers(
     response = as_dict(get_path(authz.config, "http_service", "authorization_response"))
     if response is None:
         return []
-    removed = _removed_before(hcm, filters, authz, route_config)
+    removed = removed_before(hcm, filters, authz, route_config)
     issues = []
     for field_name in UPSTREAM_HEADER_FIELDS:
         appended = field_name.endswith("_to_append")
@@ -270,10 +272,11 @@ def _forgeable_headers(
     return issues
 
 
-def _removed_before(
+def removed_before(
     hcm: dict[str, Json], filters: list[HttpFilter], authz: HttpFilter, route_config: dict[str, Json] | None
 ) -> list[NameMatcher]:
-    """Header names cleared from the client's request before ``authz`` runs."""
+    """Header names whose client values are cleared (removed or overwritten)
+    before ``authz`` runs."""
     removed = [
         NameMatcher("exact", name)
         for name in as_list((route_config or {}).get("internal_only_headers")) or []
@@ -298,4 +301,7 @@ def _removals(mutations: Json) -> list[NameMatcher]:
         matcher = envoy_matcher(get_path(config, "remove_on_match", "key_matcher"))
         if matcher is not None:
             found.append(matcher)
+        overwritten = get_path(config, "append", "header", "key")
+        if isinstance(overwritten, str) and get_path(config, "append", "append_action") in _OVERWRITES:
+            found.append(NameMatcher("exact", overwritten))
     return found

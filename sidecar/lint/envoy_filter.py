@@ -4,7 +4,10 @@ a bootstrap, a listener, an xDS file, an Istio EnvoyFilter patch."""
 from __future__ import annotations
 
 from sidecar.lint import rules
+from sidecar.lint.envoy_body_view import check_body
+from sidecar.lint.envoy_sent_headers import check_sent_headers
 from sidecar.lint.findings import Issue, Pointer
+from sidecar.lint.sidecar_settings import SidecarSettings
 from sidecar.lint.timeouts import ENVOY_DEFAULT_GRPC_TIMEOUT, Budget, below_budget, check_timeout, ms
 from sidecar.lint.values import (
     PROBE_HEADER,
@@ -35,15 +38,23 @@ def denies_at_disable(config: dict[str, Json]) -> bool:
 
 
 def check_http_ext_authz(
-    config: dict[str, Json], path: Pointer, budget: Budget, *, in_chain: bool
+    config: dict[str, Json], path: Pointer, sidecar: SidecarSettings, *, in_chain: bool
 ) -> list[Issue]:
     """``in_chain``: the filter sits in an HTTP connection manager, where the
     header checks that need the whole chain are made (``envoy_chain``)."""
+    budget = sidecar.budget
     issues = _fail_open(config, path)
     issues += _enablement(config, path)
     issues += _status_on_error(config, path)
     issues += _service_timeouts(config, path, budget)
     issues += _body(config, path)
+    issues += check_body(
+        config.get("with_request_body"),
+        (*path, "with_request_body"),
+        sidecar.envoy_max_request_bytes,
+        grpc="grpc_service" in config,
+    )
+    issues += check_sent_headers(config, path)
     issues += http_service_headers(config, path, in_chain=in_chain)
     if not is_true(config.get("validate_mutations")):
         issues.append(

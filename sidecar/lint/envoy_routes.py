@@ -6,9 +6,11 @@ from __future__ import annotations
 from collections.abc import Collection
 
 from sidecar.lint import rules
+from sidecar.lint.envoy_body_view import check_route_body
 from sidecar.lint.envoy_filter import grpc_timeout
 from sidecar.lint.envoy_model import FILTER_CONFIG_TYPE, PER_ROUTE_TYPES
 from sidecar.lint.findings import Issue, Pointer
+from sidecar.lint.sidecar_settings import SidecarSettings
 from sidecar.lint.timeouts import Budget, check_timeout
 from sidecar.lint.tree import walk
 from sidecar.lint.values import Json, as_dict, get_path, is_true, typed
@@ -20,7 +22,9 @@ _SCOPES = {
 }
 
 
-def check_per_route(data: Json, ext_authz_names: Collection[str], budget: Budget) -> tuple[bool, list[Issue]]:
+def check_per_route(
+    data: Json, ext_authz_names: Collection[str], sidecar: SidecarSettings
+) -> tuple[bool, list[Issue]]:
     """(whether any per-route ext_authz config was seen, findings)."""
     seen, issues = False, []
     for path, node in walk(data):
@@ -34,7 +38,7 @@ def check_per_route(data: Json, ext_authz_names: Collection[str], budget: Budget
             where: Pointer = (*path, name, *sub_path)
             if type_name in PER_ROUTE_TYPES:
                 seen = True
-                issues += _check_settings(config, where, budget)
+                issues += _check_settings(config, where, sidecar)
             elif not (type_name == FILTER_CONFIG_TYPE and _is_ext_authz_name(str(name), ext_authz_names)):
                 continue
             seen = True
@@ -62,8 +66,13 @@ def _disabled(where: Pointer, holder: Pointer) -> Issue:
     )
 
 
-def _check_settings(config: dict[str, Json], where: Pointer, budget: Budget) -> list[Issue]:
+def _check_settings(config: dict[str, Json], where: Pointer, sidecar: SidecarSettings) -> list[Issue]:
     settings = as_dict(config.get("check_settings")) or {}
+    body = check_route_body(settings, (*where, "check_settings"), sidecar.envoy_max_request_bytes)
+    return body + _service_override(settings, where, sidecar.budget)
+
+
+def _service_override(settings: dict[str, Json], where: Pointer, budget: Budget) -> list[Issue]:
     grpc_service = as_dict(settings.get("grpc_service"))
     if grpc_service is not None:
         return grpc_timeout(grpc_service, (*where, "check_settings", "grpc_service"), budget)

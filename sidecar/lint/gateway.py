@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sidecar.lint import rules
 from sidecar.lint.findings import Issue, Pointer
+from sidecar.lint.sidecar_settings import SidecarSettings
 from sidecar.lint.timeouts import Budget, check_timeout, ms
 from sidecar.lint.values import Json, as_dict, as_list, get_path, is_success_status, is_true, status_code
 
@@ -11,7 +12,8 @@ SECURITY_POLICY = "gateway-security-policy"
 GATEWAY_DEFAULT_TIMEOUT = 10.0  # seconds
 
 
-def lint(data: Json, budget: Budget) -> tuple[set[str], list[Issue]]:
+def lint(data: Json, sidecar: SidecarSettings) -> tuple[set[str], list[Issue]]:
+    budget = sidecar.budget
     document = as_dict(data)
     if document is None or not (
         str(document.get("apiVersion", "")).startswith("gateway.envoyproxy.io/")

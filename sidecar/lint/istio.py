@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from sidecar.lint import rules
 from sidecar.lint.envoy_filter import CLIENT_HEADERS_FIX
 from sidecar.lint.findings import Issue, Pointer
+from sidecar.lint.sidecar_settings import SidecarSettings
 from sidecar.lint.timeouts import Budget, check_timeout, ms
 from sidecar.lint.values import (
     Json,
@@ -38,7 +39,8 @@ _SHADOW_INSTEAD = (
 )
 
 
-def lint(data: Json, budget: Budget) -> tuple[set[str], list[Issue]]:
+def lint(data: Json, sidecar: SidecarSettings) -> tuple[set[str], list[Issue]]:
+    budget = sidecar.budget
     document = as_dict(data)
     if document is None:
         return set(), []

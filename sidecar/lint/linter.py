@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 from sidecar.lint import envoy, gateway, istio, rules
 from sidecar.lint.findings import Finding, Issue, Severity, render_pointer
 from sidecar.lint.loader import Document, LoadError, discover, load_file
-from sidecar.lint.timeouts import Budget
+from sidecar.lint.sidecar_settings import SidecarSettings
 from sidecar.lint.values import Json
 from sidecar.lint.waivers import absolute, find_waivers
 
-Linter = Callable[[Json, Budget], tuple[set[str], list[Issue]]]
+Linter = Callable[[Json, SidecarSettings], tuple[set[str], list[Issue]]]
 LINTERS: tuple[Linter, ...] = (envoy.lint, istio.lint, gateway.lint)
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_UNREADABLE = 0, 1, 2
@@ -42,7 +42,7 @@ class LintResult:
         return EXIT_FINDINGS if any(f.severity.fails for f in self.findings) else EXIT_CLEAN
 
 
-def lint_paths(paths: Sequence[str], budget: Budget) -> LintResult:
+def lint_paths(paths: Sequence[str], sidecar: SidecarSettings) -> LintResult:
     result = LintResult()
     for item in discover(paths):
         if isinstance(item, LoadError):
@@ -55,18 +55,18 @@ def lint_paths(paths: Sequence[str], budget: Budget) -> LintResult:
             result.errors.append(exc)
             continue
         for document in documents:
-            kinds, findings = lint_document(document, budget)
+            kinds, findings = lint_document(document, sidecar)
             if kinds:
                 result.checked.append(Checked(document.file, document.index, tuple(sorted(kinds))))
                 result.findings += findings
     return result
 
 
-def lint_document(document: Document, budget: Budget) -> tuple[set[str], list[Finding]]:
+def lint_document(document: Document, sidecar: SidecarSettings) -> tuple[set[str], list[Finding]]:
     kinds: set[str] = set()
     issues: list[Issue] = []
     for linter in LINTERS:
-        found, more = linter(document.data, budget)
+        found, more = linter(document.data, sidecar)
         kinds |= found
         issues += more
     if not kinds:

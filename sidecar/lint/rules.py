@@ -58,6 +58,35 @@ CLIENT_HEADERS_MATCH_ALL = Rule(
     "client-headers-match-all", INFO, "every authorization-reply header is copied to the client"
 )
 
+# -- Envoy settings that let the policy's view of a request differ from the upstream's
+BODY_AS_STRING = Rule(
+    "body-as-string", WARNING, "the body reaches the policy as a string Envoy may have rewritten"
+)
+PARTIAL_BODY_LIMIT_MISMATCH = Rule(
+    "partial-body-limit-mismatch",
+    WARNING,
+    "Envoy's body limit differs from the one the sidecar was told, so a cut body can pass as complete",
+)
+BODY_NOT_FORWARDED = Rule(
+    "body-not-forwarded", WARNING, "a route sends no body to the policy while the upstream gets it"
+)
+FORWARDED_FACTS_FROM_CLIENT = Rule(
+    "forwarded-facts-from-client",
+    WARNING,
+    "the client can set the x-forwarded-for, x-forwarded-proto or scheme the policy sees",
+)
+XFF_TRUSTED_HOPS = Rule(
+    "xff-trusted-hops", WARNING, "Envoy trusts x-forwarded-for entries that whoever connects can write"
+)
+CLIENT_FORWARDING_HEADERS = Rule(
+    "client-forwarding-headers",
+    INFO,
+    "forwarding headers Envoy never sets reach the policy as the client sent them",
+)
+CREDENTIAL_HEADERS_NOT_SENT = Rule(
+    "credential-headers-not-sent", WARNING, "the check leaves out credential headers the upstream receives"
+)
+
 # -- Envoy filter chains and routes
 MISSING_EXT_AUTHZ = Rule(
     "missing-ext-authz", ERROR, "an HTTP connection manager forwards requests without ext_authz"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -92,11 +93,13 @@ def test_text_output(capsys: pytest.CaptureFixture[str]) -> None:
     fixture = FIXTURES / "envoy/failure-mode-allow.yaml"
     _, out, _ = lint_cli(capsys, fixture)
     lines = out.splitlines()
+    lines = lines[lines.index(next(line for line in lines if line.startswith(f"{fixture}:26:"))) :]
     assert lines[0].startswith(f"{fixture}:26: error: failure_mode_allow: true lets a request through")
     assert lines[0].endswith("[failure-mode-allow]")
     assert lines[1] == f"    at {ext_authz(0)}/failure_mode_allow"
     assert lines[2].startswith("    fix: set failure_mode_allow: false")
-    assert lines[-1] == "2 error(s), 0 warning(s), 1 info in 1 file(s), 1 configuration document(s) checked"
+    # the warnings: two listeners whose forwarded facts the client can write
+    assert lines[-1] == "2 error(s), 2 warning(s), 1 info in 1 file(s), 1 configuration document(s) checked"
 
 
 def test_later_documents_are_named_in_text(capsys: pytest.CaptureFixture[str]) -> None:
@@ -110,13 +113,37 @@ def test_sidecar_budget_moves_the_timeout_findings(capsys: pytest.CaptureFixture
 
     def rules(*options: str) -> list[str]:
         _, out, _ = lint_cli(capsys, fixture, "--format", "json", *options)
-        return [f["rule"] for f in json.loads(out)["findings"]]
+        return [f["rule"] for f in json.loads(out)["findings"] if "timeout" in f["rule"]]
 
     assert rules() == ["missing-timeout", "timeout-below-budget", "timeout-below-budget"]
     # 0.25 s needs 289 ms: Envoy's 200 ms default is now too short.
     assert rules("--sidecar-budget", "0.25") == ["timeout-below-budget"] * 3
     # 0.05 s needs 67 ms: the 100 ms timeout is enough, 5 ms is not.
     assert rules("--sidecar-budget", "0.05") == ["missing-timeout", "timeout-below-budget"]
+
+
+def test_envoy_max_request_bytes_moves_the_body_limit_findings(capsys: pytest.CaptureFixture[str]) -> None:
+    fixture = FIXTURES / "envoy/request-view.yaml"
+
+    def limits(*options: str) -> list[tuple[str, ...]]:
+        _, out, _ = lint_cli(capsys, fixture, "--format", "json", *options)
+        pattern = re.compile(
+            r"max_request_bytes (\d+), but the sidecar was told (\d+) \(--envoy-max-request-bytes\)"
+        )
+        found = [pattern.search(f["message"]) for f in json.loads(out)["findings"]]
+        return [match.groups() for match in found if match is not None]
+
+    # Envoy cuts at 16 bytes on the listener and at 4096 on one route; the sidecar's default is 8192.
+    assert limits() == [("4096", "8192"), ("16", "8192")]  # in line order: the route comes first
+    assert limits("--envoy-max-request-bytes", "16") == [("4096", "16")]
+
+
+@pytest.mark.parametrize("bad", ["0", "-5", "1.5", "many", ""])
+def test_a_bad_envoy_max_request_bytes_is_refused(capsys: pytest.CaptureFixture[str], bad: str) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main(["--envoy-max-request-bytes", bad, str(FIXTURES / "clean")])
+    assert stopped.value.code == 2
+    assert "--envoy-max-request-bytes" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("bad", ["0", "-1", "nan", "inf", "soon"])

@@ -12,6 +12,17 @@ from sidecar.lint.rules import ALL_RULES
 from tests.lint.helpers import FIXTURES, REPO, ext_authz, hcm, lint
 
 RESPONSE = "http_service/authorization_response"
+FACTS = "forwarded-facts-from-client"  # Envoy's defaults let the client write them
+
+
+def client_facts(*listeners: int) -> set[tuple[int, str, str]]:
+    return {(0, FACTS, hcm(listener)) for listener in listeners}
+
+
+def view_route(route: int) -> str:
+    return f"{hcm(1)}/route_config/virtual_hosts/0/routes/{route}/{PER_ROUTE}/check_settings"
+
+
 ROUTES = f"{hcm(0)}/route_config/virtual_hosts"
 PER_ROUTE = "typed_per_filter_config/envoy.filters.http.ext_authz"
 
@@ -21,27 +32,34 @@ EXPECTED: dict[str, set[tuple[int, str, str]]] = {
         (0, "failure-mode-allow", f"{ext_authz(0)}/failure_mode_allow"),
         (0, "failure-mode-allow", f"{hcm(1)}/failure_mode_allow"),  # the network filter
         (0, "failure-header-without-fail-open", f"{ext_authz(2)}/failure_mode_allow_header_add"),
-    },
+    }
+    | client_facts(0, 2),
     "envoy/enablement.yaml": {
         (0, "shadow-mode", f"{ext_authz(0)}/shadow_mode"),
         (0, "filter-disabled-fraction", f"{ext_authz(1)}/filter_enabled"),
         (0, "filter-enabled-runtime", f"{ext_authz(2)}/filter_enabled/runtime_key"),
         (0, "filter-enabled-metadata", f"{ext_authz(3)}/filter_enabled_metadata"),
-    },
+    }
+    | client_facts(0, 1, 2, 3, 4),
     "envoy/status-and-body.yaml": {
         (0, "status-on-error-2xx", f"{ext_authz(0)}/status_on_error"),
         (0, "status-on-error-default", ext_authz(1)),
         (0, "validate-mutations-off", ext_authz(1)),
         (0, "partial-body", f"{ext_authz(1)}/with_request_body/allow_partial_message"),
-    },
+        (0, "body-as-string", f"{ext_authz(1)}/with_request_body"),
+    }
+    | client_facts(0, 1),
     "envoy/timeouts.yaml": {
         (0, "missing-timeout", f"{ext_authz(0)}/grpc_service"),
         (0, "timeout-below-budget", f"{ext_authz(1)}/grpc_service/timeout"),
         (0, "timeout-below-budget", f"{ext_authz(2)}/http_service/server_uri/timeout"),
-    },
+        (0, "credential-headers-not-sent", ext_authz(2)),
+    }
+    | client_facts(0, 1, 2),
     "envoy/invalid-timeout.yaml": {
         (0, "invalid-timeout", f"{ext_authz(0)}/grpc_service/timeout"),
-    },
+    }
+    | client_facts(0),
     "envoy/missing-ext-authz.yaml": {
         (0, "missing-ext-authz", f"{hcm(0)}/http_filters"),
         (0, "missing-ext-authz-local", f"{hcm(1)}/http_filters"),
@@ -51,24 +69,29 @@ EXPECTED: dict[str, set[tuple[int, str, str]]] = {
     },
     "envoy/after-router.yaml": {
         (0, "ext-authz-after-router", f"{hcm(0)}/http_filters/1"),
-    },
+    }
+    | client_facts(0),
     "envoy/per-route.yaml": {
         (0, "per-route-disabled", f"{ROUTES}/0/routes/0/{PER_ROUTE}/disabled"),
         (0, "per-route-disabled", f"{ROUTES}/0/routes/1/{PER_ROUTE}/disabled"),  # waived
         (0, "timeout-below-budget", f"{ROUTES}/0/routes/2/{PER_ROUTE}/check_settings/grpc_service/timeout"),
         (0, "per-route-disabled", f"{ROUTES}/1/{PER_ROUTE}/disabled"),
         (0, "route-cache-cleared-after-ext-authz", f"{hcm(0)}/http_filters/1"),
-    },
+    }
+    | client_facts(0),
     "envoy/disabled-by-default.yaml": {
         (0, "ext-authz-disabled-by-default", f"{hcm(0)}/http_filters/0/disabled"),
         (0, "ext-authz-optional", f"{hcm(0)}/http_filters/0/is_optional"),
-    },
+    }
+    | client_facts(0),
     "envoy/upgrade.yaml": {
         (0, "upgrade-without-ext-authz", f"{hcm(0)}/upgrade_configs/0/filters"),
-    },
+    }
+    | client_facts(0),
     "envoy/matcher.yaml": {
         (0, "ext-authz-behind-matcher", f"{hcm(0)}/http_filters/0"),
-    },
+    }
+    | client_facts(0),
     "envoy/http-service-headers.yaml": {
         (0, "forgeable-upstream-header", f"{ext_authz(0)}/{RESPONSE}/allowed_upstream_headers/patterns/0"),
         (0, "upstream-headers-match-all", f"{ext_authz(0)}/{RESPONSE}/allowed_upstream_headers/patterns/1"),
@@ -79,11 +102,14 @@ EXPECTED: dict[str, set[tuple[int, str, str]]] = {
             f"{ext_authz(0)}/{RESPONSE}/allowed_upstream_headers_to_append/patterns/1",
         ),
         (0, "client-headers-match-all", f"{ext_authz(0)}/{RESPONSE}/allowed_client_headers/patterns/0"),
-    },
+        (0, "credential-headers-not-sent", ext_authz(0)),
+    }
+    | client_facts(0),
     "envoy/duplicate-key.yaml": {
         (0, "failure-mode-allow", f"{ext_authz(0)}/failure_mode_allow"),
         (0, "duplicate-key", f"{ext_authz(0)}/failure_mode_allow"),
-    },
+    }
+    | client_facts(0),
     "envoy/rds-routes.yaml": {
         (
             0,
@@ -103,6 +129,27 @@ EXPECTED: dict[str, set[tuple[int, str, str]]] = {
         (0, "status-on-error-2xx", f"{ext_authz(8)}/status_on_error"),
         (0, "failure-mode-allow", f"{ext_authz(9)}/failure_mode_allow"),
         (0, "duplicate-key", f"{ext_authz(9)}/failure_mode_allow"),
+    }
+    | client_facts(*range(10)),
+    "envoy/request-view.yaml": {
+        (0, "body-as-string", f"{ext_authz(0)}/with_request_body"),
+        (0, "partial-body-limit-mismatch", f"{ext_authz(1)}/with_request_body/max_request_bytes"),
+        (0, "partial-body", f"{ext_authz(1)}/with_request_body/allow_partial_message"),
+        (0, "body-not-forwarded", f"{view_route(0)}/disable_request_body_buffering"),
+        (0, "body-as-string", f"{view_route(1)}/with_request_body"),
+        (0, "partial-body-limit-mismatch", f"{view_route(1)}/with_request_body/max_request_bytes"),
+        (0, FACTS, hcm(2)),  # Envoy's defaults
+        (0, FACTS, hcm(3)),  # the client's x-forwarded-for kept in front
+        (0, "xff-trusted-hops", f"{hcm(4)}/xff_num_trusted_hops"),
+        # listener 5 is the control
+        (0, "client-forwarding-headers", hcm(6)),
+        (0, "credential-headers-not-sent", f"{ext_authz(7)}/allowed_headers"),
+        (0, "credential-headers-not-sent", f"{ext_authz(7)}/disallowed_headers/patterns/0"),
+        # listener 8 sends every header in HTTP mode
+        (0, "credential-headers-not-sent", f"{ext_authz(9)}/allowed_headers"),
+    },
+    "envoy/tls-scheme.json": {
+        (0, FACTS, "/resources/0/filter_chains/0/filters/0/typed_config"),
     },
     "istio/mesh-config.yaml": {
         (0, "istio-fail-open", "/extensionProviders/0/envoyExtAuthzGrpc/failOpen"),
@@ -141,6 +188,7 @@ EXPECTED: dict[str, set[tuple[int, str, str]]] = {
     },
     "istio/envoyfilter.yaml": {
         (0, "failure-mode-allow", "/spec/configPatches/0/patch/value/typed_config/value/failure_mode_allow"),
+        (0, "credential-headers-not-sent", "/spec/configPatches/0/patch/value/typed_config/value"),
         (0, "upstream-header-unverified", f"/spec/configPatches/0/patch/value/typed_config/value/{RESPONSE}"),
     },
     "gateway/security-policy.yaml": {
@@ -203,7 +251,9 @@ def test_a_waiver_keeps_the_finding_as_info_with_its_reason() -> None:
 def test_lines_point_at_the_offending_key() -> None:
     fixture = FIXTURES / "envoy/duplicate-key.yaml"
     lines = fixture.read_text().splitlines()
-    for finding in lint(fixture).findings:
+    findings = [f for f in lint(fixture).findings if f.rule in {"failure-mode-allow", "duplicate-key"}]
+    assert len(findings) == 2
+    for finding in findings:
         assert finding.line is not None
         assert lines[finding.line - 1].strip() == "failure_mode_allow: true"  # the value Envoy uses
 
