@@ -66,7 +66,8 @@ def start_nginx(nginx: str, workdir: Path) -> Server:
 
 def start_opa(workdir: Path) -> Server:
     port = free_port()
-    argv = [sys.executable, "-m", "tests.opa_server", "--addr", f"127.0.0.1:{port}", "rego"]
+    argv = [sys.executable, "-m", "tests.opa_server", "--addr", f"127.0.0.1:{port}"]
+    argv += ["rego", "scripts/demo_data.json"]  # with the demo's routes, whose public one R's requests take
     return Server(Service("opa", argv, workdir, REPO), port)
 
 

@@ -1,9 +1,10 @@
 """A guided tour of opa-sidecar on this machine, no Docker needed (`make demo`).
 
 Starts OPA (a real `opa` if one is on PATH, else the OPA test server on the real OPA
-engine) serving rego/, the sidecar, a demo application and Envoy with the
-configuration of deploy/envoy/, then sends an allowed request, a denied one, and
-one while OPA is stopped, printing the curl command for each.
+engine) serving rego/ with the demo's routes (scripts/demo_data.json), the sidecar,
+a demo application and Envoy with the configuration of deploy/envoy/, then sends an
+allowed request, a denied one, and one while OPA is stopped, printing the curl
+command for each.
 
     python -m scripts.demo              # the tour, then keeps running for you to curl; Ctrl-C stops
     python -m scripts.demo --once       # the tour, then exit: 0 if every step went as expected
@@ -41,6 +42,8 @@ from deploy.render import REPO_ROOT, render_envoy
 from tests.fixtures.opa import OpaProcess, OpaStartError, opa_binary, start_opa
 
 REGO_DIR = REPO_ROOT / "rego"
+# The demo's own routes; rego/ as shipped denies everything until configured.
+DEMO_DATA = Path(__file__).with_name("demo_data.json")
 EXIT_OK, EXIT_UNEXPECTED, EXIT_CANNOT_START = 0, 1, 2
 
 
@@ -97,10 +100,10 @@ class Demo:
 
 
 def start_ready_opa(socket_path: Path) -> OpaProcess:
-    """OPA serving rego/, after one evaluation: the first one compiles the policy and can
-    take longer than the sidecar's 150 ms budget, which would make the tour's first step a
-    timeout deny rather than the policy's answer."""
-    opa = start_opa([REGO_DIR], unix_socket=socket_path)
+    """OPA serving rego/ and the demo's routes, after one evaluation: the first one compiles
+    the policy and can take longer than the sidecar's 150 ms budget, which would make the
+    tour's first step a timeout deny rather than the policy's answer."""
+    opa = start_opa([REGO_DIR, DEMO_DATA], unix_socket=socket_path)
     opa.request("POST", "/v1/data/envoy/authz/allow", body=json.dumps({"input": {}}))
     return opa
 
@@ -118,8 +121,9 @@ def show_response(response: Response, decision: dict[str, Any], reached: bool) -
 
 def tour(demo: Demo) -> None:
     heading("1. An allowed request")
-    say("rego/envoy/authz.rego lets anyone GET /public/...; Envoy forwards the request,")
-    say("with the headers the policy added, to the application (it echoes what it got).")
+    say("The demo's routes (scripts/demo_data.json) let anyone GET /public/...; Envoy")
+    say("forwards the request, with the headers the policy added, to the application")
+    say("(it echoes what it got).")
     response, reached = demo.send("/public/hello")
     show_response(response, demo.decision("/public/hello"), reached)
     added = {
@@ -197,7 +201,7 @@ def running_demo(port: int) -> Iterator[Demo]:
         opa = start_ready_opa(opa_socket)
         binary = opa_binary()
         which = f"opa ({binary})" if binary else "the OPA test server (python -m tests.opa_server)"
-        say(f"  OPA:          {which} serving rego/ on {opa.url}")
+        say(f"  OPA:          {which} serving rego/ and scripts/demo_data.json on {opa.url}")
         upstream = cleanup.enter_context(EchoUpstream())
         say(f"  application:  deploy/echo_upstream.py on {upstream.addr}")
         sidecar = start_sidecar(opa.url, workdir)

@@ -1,11 +1,13 @@
 # Starting policy for HTTP APIs behind Envoy: deny unless a route in data allows.
 #
-# Data (rego/envoy/data.json, at data.envoy):
+# Data (at data.envoy; rego/envoy/data.json ships realm and jwt only, so that as
+# shipped every request is denied until you configure routes and keys):
 #   jwt     {"issuer", "audience", "algorithms"}: what a bearer token must satisfy
 #   jwks    {"keys": [JWK]}: the issuer's public keys, each with "alg" (not shipped:
 #           load your identity provider's key set, see rego/README.md)
 #   realm   the realm of the WWW-Authenticate challenge
-#   routes  [{"name", "methods", "path", "public"?, "scope"?}], first match in order wins:
+#   routes  [{"name", "methods", "path", "public"?, "scope"?}], first match in order wins
+#           (not shipped; the demo's are in scripts/demo_data.json):
 #           "public": true needs no credential; otherwise a verified token is needed,
 #           holding "scope" when the route names one. "path" is a prefix by segments.
 #
@@ -86,22 +88,6 @@ grant := {
 	"remove": ["x-internal-debug"],
 } if {
 	route := data.envoy.routes[min(permitting_routes)]
-} else := {
-	"headers": {"x-authz-policy": "demo-key"},
-	"remove": ["x-internal-debug", "x-auth-subject"],
-} if {
-	demo_key_presented
-}
-
-# Demo only (`make demo`): a static key from rego/data.json lets GET requests
-# through. Delete this rule and rego/data.json before using this policy.
-demo_key_presented if {
-	http.method == "GET"
-	is_array(http.path_segments)
-	key := data.demo.api_key
-	is_string(key)
-	key != ""
-	http.headers["x-api-key"] == key
 }
 
 # -- why not ----------------------------------------------------------------------

@@ -15,9 +15,21 @@ request(method, parsed_path, headers) := {
 	"parsed_query": {},
 }
 
-# The decision for a request, with the test keys loaded and the clock pinned.
-decide(method, parsed_path, headers) := decision if {
+# The routes these tests configure (the demo's); rego/envoy/data.json ships none.
+example_routes := [
+	{"name": "public-read", "methods": ["GET"], "path": "/public", "public": true},
+	{"name": "orders-read", "methods": ["GET"], "path": "/api/orders", "scope": "orders:read"},
+	{"name": "orders-write", "methods": ["POST", "PUT"], "path": "/api/orders", "scope": "orders:write"},
+	{"name": "profile", "methods": ["GET"], "path": "/api/me"},
+]
+
+# The decision for a request, with the example routes and the test keys loaded and the clock pinned.
+decide(method, parsed_path, headers) := decide_with(example_routes, method, parsed_path, headers)
+
+# The same with other routes.
+decide_with(route_table, method, parsed_path, headers) := decision if {
 	decision := authz.allow with input as request(method, parsed_path, headers)
+		with data.envoy.routes as route_table
 		with data.envoy.jwks as fixtures.jwks
 		with time.now_ns as fixtures.now_ns
 }
@@ -33,7 +45,33 @@ denied(decision, status, reason) if {
 	body(decision).reason == reason
 }
 
-# -- what the demo relies on --------------------------------------------------------
+# -- as shipped: no routes, no keys, nothing allowed ---------------------------------------
+
+test_as_shipped_every_request_is_denied if {
+	every path in [["public", "hello"], ["api", "orders"], ["api", "me"], [""]] {
+		d := authz.allow with input as request("GET", path, bearer("alice"))
+			with time.now_ns as fixtures.now_ns
+		d.allowed == false
+	}
+	anonymous := authz.allow with input as request("GET", ["public", "hello"], {})
+	denied(anonymous, 403, "no route permits this request")
+}
+
+test_keys_without_routes_allow_nothing if {
+	d := authz.allow with input as request("GET", ["api", "orders"], bearer("alice"))
+		with data.envoy.jwks as fixtures.jwks
+		with time.now_ns as fixtures.now_ns
+	denied(d, 403, "no route permits this request")
+}
+
+test_routes_without_keys_verify_no_token if {
+	d := authz.allow with input as request("GET", ["api", "orders"], bearer("alice"))
+		with data.envoy.routes as example_routes
+		with time.now_ns as fixtures.now_ns
+	denied(d, 401, "the Authorization header holds no valid bearer token")
+}
+
+# -- routes ----------------------------------------------------------------------------
 
 test_public_get_is_allowed if {
 	d := decide("GET", ["public", "hello"], {})
@@ -52,32 +90,14 @@ test_public_needs_no_credential_even_a_broken_one if {
 	decide("GET", ["public", "x"], {"authorization": "Bearer garbage"}).allowed == true
 }
 
-test_demo_key_allows_get_anywhere if {
-	d := decide("GET", ["private", "report"], {"x-api-key": "demo-secret-key"})
-	d.allowed == true
-	d.headers == {"x-authz-policy": "demo-key"}
-}
-
 test_everything_else_is_403_with_a_json_body if {
 	d := decide("GET", ["private"], {})
 	denied(d, 403, "no route permits this request")
 	body(d).error == "forbidden"
 }
 
-test_wrong_demo_key_is_denied if {
-	denied(decide("GET", ["private"], {"x-api-key": "guess"}), 403, "no route permits this request")
-	denied(decide("GET", ["private"], {"x-api-key": ""}), 403, "no route permits this request")
-}
-
-test_demo_key_does_not_allow_writes if {
-	denied(decide("POST", ["private"], {"x-api-key": "demo-secret-key"}), 403, "no route permits this request")
-}
-
-test_demo_key_rule_needs_its_data if {
-	not_allowed := decide("GET", ["private"], {"x-api-key": "demo-secret-key"}) with data.demo as {}
-	not_allowed.allowed == false
-	empty := decide("GET", ["private"], {"x-api-key": ""}) with data.demo.api_key as ""
-	empty.allowed == false
+test_an_api_key_header_is_no_credential if {
+	denied(decide("GET", ["private"], {"x-api-key": "anything"}), 403, "no route permits this request")
 }
 
 test_public_route_is_get_only if {
@@ -89,13 +109,14 @@ test_route_prefix_matches_whole_segments if {
 }
 
 test_root_path_is_canonical if {
-	decide("GET", [""], {"x-api-key": "demo-secret-key"}).allowed == true
+	root_route := [{"name": "root", "methods": ["GET"], "path": "/", "public": true}]
+	decide_with(root_route, "GET", [""], {}).allowed == true
 	denied(decide("GET", [""], {}), 403, "no route permits this request")
 }
 
 test_dot_segments_and_empty_segments_are_denied if {
 	every path in [["public", "..", "admin"], ["public", ".", "x"], ["public", "", "x"]] {
-		denied(decide("GET", path, {"x-api-key": "demo-secret-key"}), 403, "the request path is not canonical")
+		denied(decide("GET", path, bearer("carol_no_scope")), 403, "the request path is not canonical")
 	}
 }
 
@@ -186,9 +207,9 @@ test_first_permitting_route_decides if {
 		{"name": "narrow", "methods": ["GET"], "path": "/api/orders/7", "scope": "orders:read"},
 		{"name": "wide", "methods": ["GET"], "path": "/api", "scope": "orders:read"},
 	]
-	d := decide("GET", ["api", "orders", "7"], bearer("alice")) with data.envoy.routes as routes
+	d := decide_with(routes, "GET", ["api", "orders", "7"], bearer("alice"))
 	d.headers["x-authz-policy"] == "narrow"
-	e := decide("GET", ["api", "other"], bearer("alice")) with data.envoy.routes as routes
+	e := decide_with(routes, "GET", ["api", "other"], bearer("alice"))
 	e.headers["x-authz-policy"] == "wide"
 }
 
@@ -199,20 +220,20 @@ test_misconfigured_routes_match_nothing if {
 		{"methods": ["GET"], "path": "/api", "public": true},
 		{"name": "scope-not-string", "methods": ["GET"], "path": "/api", "scope": ["orders:read"]},
 	]
-	d := decide("GET", ["api", "orders"], bearer("alice")) with data.envoy.routes as routes
+	d := decide_with(routes, "GET", ["api", "orders"], bearer("alice"))
 	d.allowed == false
 }
 
 test_public_must_be_exactly_true if {
 	routes := [{"name": "maybe", "methods": ["GET"], "path": "/x", "public": "true"}]
-	d := decide("GET", ["x"], {}) with data.envoy.routes as routes
+	d := decide_with(routes, "GET", ["x"], {})
 	denied(d, 401, "this route needs a bearer token")
 }
 
 test_no_routes_deny_everything_but_the_demo_key if {
-	public := decide("GET", ["public"], {}) with data.envoy.routes as []
+	public := decide_with([], "GET", ["public"], {})
 	denied(public, 403, "no route permits this request")
-	orders := decide("GET", ["api", "orders"], bearer("alice")) with data.envoy.routes as []
+	orders := decide_with([], "GET", ["api", "orders"], bearer("alice"))
 	denied(orders, 403, "no route permits this request")
 }
 

@@ -18,7 +18,7 @@ import pytest
 from sidecar._proto.envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
 from sidecar.envoy.response import OK, PERMISSION_DENIED, UNAUTHENTICATED
 from tests.check_requests import check_request
-from tests.fixtures.opa import REGO_DIR, OpaProcess, start_opa
+from tests.fixtures.opa import DEMO_DATA, REGO_DIR, OpaProcess, start_opa
 from tests.fixtures.sidecar import running_sidecar
 from tests.rego.token_fixtures import (
     API_AUDIENCE,
@@ -71,7 +71,7 @@ def opa(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpaProcess]:
         json.dumps({"envoy": {"jwks": JWKS}, "agents": {"jwks": JWKS, "jit_grants": jit_grants()}}),
         encoding="utf-8",
     )
-    process = start_opa([REGO_DIR, extra])
+    process = start_opa([REGO_DIR, DEMO_DATA, extra])
     yield process
     process.stop()
 
@@ -119,11 +119,9 @@ def assert_denied(response: CheckResponse, http_status: int, reason: str) -> dic
 AUTHZ = "envoy/authz/allow"
 
 
-async def test_authz_public_and_demo_key_requests_pass(opa: OpaProcess) -> None:
+async def test_authz_public_requests_pass(opa: OpaProcess) -> None:
     public = assert_allowed(await check(opa, AUTHZ, check_request("GET", "/public/hello")))
     assert public == {"x-authz-policy": "public-read"}
-    demo = await check(opa, AUTHZ, check_request("GET", "/private", headers={"x-api-key": "demo-secret-key"}))
-    assert assert_allowed(demo) == {"x-authz-policy": "demo-key"}
 
 
 async def test_authz_denies_anything_else_with_403_and_json(opa: OpaProcess) -> None:

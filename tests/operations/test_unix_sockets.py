@@ -18,7 +18,7 @@ from sidecar.config import ListenAddress
 from sidecar.envoy.response import PERMISSION_DENIED
 from tests.check_requests import check_request
 from tests.fault_opa import Behaviour, FaultOpa, RecordedRequest
-from tests.fixtures.opa import REGO_DIR, OpaFactory
+from tests.fixtures.opa import DEMO_DATA, REGO_DIR, OpaFactory
 from tests.fixtures.sidecar import running_sidecar
 
 
@@ -74,7 +74,7 @@ async def test_fault_opa_over_unix_sockets_allow_and_deny(fault_opa_unix: FaultO
 
 
 async def test_real_policy_over_unix_sockets(opa_server_factory: OpaFactory, socket_dir: Path) -> None:
-    opa = opa_server_factory([REGO_DIR], unix_socket=True)
+    opa = opa_server_factory([REGO_DIR, DEMO_DATA], unix_socket=True)
     assert opa.url.startswith("unix://")
     grpc_sock = socket_dir / "authz.sock"
     # A generous budget: the first evaluations of a fresh engine can be slow on a busy machine.
