@@ -1,5 +1,6 @@
 """Test PKI: a CA, a server certificate for 127.0.0.1/localhost, a SPIFFE client
-certificate, and the same again from a second, untrusted CA.
+certificate, and the same again from a second, untrusted CA; also an expired client
+certificate and one with another SPIFFE ID, both from the trusted CA.
 
 EC P-256 keys keep generation to milliseconds. Files are PEM, written to a
 directory the caller owns.
@@ -18,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 CLIENT_SPIFFE_ID = "spiffe://example.org/ns/demo/sa/client"
+OTHER_SPIFFE_ID = "spiffe://example.org/ns/demo/sa/other"
 _VALIDITY = datetime.timedelta(days=1)
 
 
@@ -36,6 +38,8 @@ class Pki:
     rogue_ca: Path  # a CA nobody trusts
     rogue_server: CertPair  # like `server`, signed by `rogue_ca`
     rogue_client: CertPair  # like `client`, signed by `rogue_ca`
+    expired_client: CertPair  # like `client`, but its validity ended an hour ago
+    other_client: CertPair  # URI SAN OTHER_SPIFFE_ID; signed by `ca`
 
 
 def _key() -> ec.EllipticCurvePrivateKey:
@@ -83,10 +87,14 @@ def _leaf(
     common_name: str,
     sans: list[x509.GeneralName],
     usage: x509.ObjectIdentifier,
+    *,
+    expired: bool = False,
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     ca_cert, ca_key = issuer
     key = _key()
     now = datetime.datetime.now(datetime.UTC)
+    if expired:
+        now -= _VALIDITY + datetime.timedelta(hours=1)
     cert = (
         x509.CertificateBuilder()
         .subject_name(_name(common_name))
@@ -157,5 +165,13 @@ def make_pki(directory: Path) -> Pki:
         ),
         rogue_client=_write_pair(
             directory, "rogue-client", _leaf(rogue, "client", client_sans, client_usage)
+        ),
+        expired_client=_write_pair(
+            directory, "expired-client", _leaf(ca, "client", client_sans, client_usage, expired=True)
+        ),
+        other_client=_write_pair(
+            directory,
+            "other-client",
+            _leaf(ca, "other", [x509.UniformResourceIdentifier(OTHER_SPIFFE_ID)], client_usage),
         ),
     )
