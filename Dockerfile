@@ -19,6 +19,7 @@ RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
 USER 10001:10001
-# 9191: ext_authz gRPC (--grpc-addr); 9192: /metrics, /healthz, /readyz (--http-addr).
-EXPOSE 9191 9192
+# 9191: ext_authz gRPC (--grpc-addr); 9192: ext_authz HTTP mode and /v1/check (--http-addr);
+# 9193: /healthz, /readyz, /metrics (--probe-addr).
+EXPOSE 9191 9192 9193
 ENTRYPOINT ["opa-sidecar", "serve"]

@@ -78,8 +78,10 @@ def start_sidecar(
     argv = [sys.executable, "-m", "sidecar", "serve"]
     argv += ["--opa-url", f"http://127.0.0.1:{opa_port}", "--grpc-addr", f"127.0.0.1:{port}"]
     argv += ["--log-level", "warning"]
-    if "--http-addr" in options:  # metrics/health listener: keep it off the default port
+    if "--http-addr" in options:  # HTTP checks listener: keep it off the default port
         argv += ["--http-addr", f"127.0.0.1:{free_port()}"]
+    # Probes and metrics: off the default port, so sidecars run side by side.
+    argv += ["--probe-addr", f"127.0.0.1:{free_port()}"]
     service = Service(name, [*argv, *extra], workdir, REPO)
     # Decision log lines go to stdout, as in production: the harness counts them.
     return SidecarServer(service, port, DecisionLogReader(service.stdout_path))

@@ -148,7 +148,8 @@ def _wait(proc: ManagedProcess, ready: Any, what: str, timeout: float) -> Any:
 @dataclass
 class SidecarProcess(ManagedProcess):
     grpc_addr: str = ""  # as bound: HOST:PORT or unix:///path
-    http_addr: str = ""  # metrics, health, ext_authz HTTP mode, /v1/check
+    http_addr: str = ""  # ext_authz HTTP mode, /v1/check
+    probe_addr: str = ""  # /healthz, /readyz, /metrics
 
     def decisions(self) -> list[dict[str, Any]]:
         """The decision log so far (stdout, one JSON object a line)."""
@@ -174,9 +175,11 @@ def start_sidecar(
 ) -> SidecarProcess:
     """`python -m sidecar serve` as a child process; returns once it accepts checks.
     Without `grpc_addr` it listens on a free loopback port; without `http_addr` its
-    metrics and health endpoints (and ext_authz HTTP mode) are on a unix socket in
-    `workdir` (keep that path short); `http_addr="127.0.0.1:0"` picks a free port."""
+    ext_authz HTTP mode and JSON check API are on a unix socket in `workdir` (keep
+    that path short); `http_addr="127.0.0.1:0"` picks a free port. Health and
+    metrics are on another unix socket in `workdir`."""
     http_addr = http_addr or f"unix://{workdir / 'sidecar-http.sock'}"
+    probe_addr = f"unix://{workdir / 'sidecar-probe.sock'}"
     # The sidecar takes no port 0, so a free one is picked here (and may be lost to a race too).
     pick_http_port = http_addr == "127.0.0.1:0"
     attempts = 1 if grpc_addr and not pick_http_port else 3
@@ -184,14 +187,14 @@ def start_sidecar(
         addr = grpc_addr or f"127.0.0.1:{free_port()}"
         http = f"127.0.0.1:{free_port()}" if pick_http_port else http_addr
         command = [sys.executable, "-m", "sidecar", "serve", "--opa-url", opa_url]
-        command += ["--grpc-addr", addr, "--http-addr", http]
+        command += ["--grpc-addr", addr, "--http-addr", http, "--probe-addr", probe_addr]
         proc = _spawn(
             "sidecar",
             [*command, *extra_args],
             workdir,
             {"stderr": "sidecar.log", "stdout": "sidecar.decisions"},
         )
-        sidecar = SidecarProcess(proc.name, proc.process, proc.logs, http_addr=http)
+        sidecar = SidecarProcess(proc.name, proc.process, proc.logs, http_addr=http, probe_addr=probe_addr)
 
         def listening(sidecar: SidecarProcess = sidecar) -> str | None:
             found = _SIDECAR_READY.search(sidecar.log())

@@ -70,6 +70,14 @@ class Settings:
     require: tuple[JsonPointer, ...] = ()
     require_tls_peer: bool = False
     http_addr: ListenAddress = ListenAddress("127.0.0.1", 9192)
+    probe_addr: ListenAddress = ListenAddress("127.0.0.1", 9193)
+    http_max_header_bytes: int = 64 << 10
+    http_max_headers: int = 128
+    http_max_body_bytes: int = 64 << 10
+    http_max_connections: int = 128
+    http_header_timeout: float = 2.0
+    http_body_timeout: float = 2.0
+    http_idle_timeout: float = 60.0
     ready_without_opa: bool = False
     grpc_reflection: bool = False
     decision_log: str = "-"
@@ -351,8 +359,67 @@ SERVE_OPTIONS: tuple[Option, ...] = (
         "--http-addr",
         "http_addr",
         parse_listen_address,
-        "where /metrics, /healthz and /readyz are served: HOST:PORT or unix:///path",
+        "where ext_authz HTTP mode and the JSON check API (POST /v1/check) are served: HOST:PORT or "
+        "unix:///path; keep it on loopback or a unix socket",
         "127.0.0.1:9192",
+    ),
+    Option(
+        "--probe-addr",
+        "probe_addr",
+        parse_listen_address,
+        "where /healthz, /readyz and /metrics are served: HOST:PORT or unix:///path",
+        "127.0.0.1:9193",
+    ),
+    Option(
+        "--http-max-header-bytes",
+        "http_max_header_bytes",
+        _int_range(1024, 8 << 20),
+        "largest request line plus headers on --http-addr; a larger request is denied (HTTP 431)",
+        str(64 << 10),
+    ),
+    Option(
+        "--http-max-headers",
+        "http_max_headers",
+        _int_range(8, 10_000),
+        "most headers in one request on --http-addr; more are denied (HTTP 431)",
+        "128",
+    ),
+    Option(
+        "--http-max-body-bytes",
+        "http_max_body_bytes",
+        _int_range(1024, 64 << 20),
+        "largest request body on --http-addr; a larger one is denied (HTTP 413)",
+        str(64 << 10),
+    ),
+    Option(
+        "--http-max-connections",
+        "http_max_connections",
+        _int_range(1, 100_000),
+        "open connections on --http-addr; one more closes the oldest that has no request in hand",
+        "128",
+    ),
+    Option(
+        "--http-header-timeout",
+        "http_header_timeout",
+        _positive_seconds(300),
+        "seconds from a request's first byte to the end of its headers on the HTTP listeners; "
+        "later is denied (HTTP 408)",
+        "2",
+    ),
+    Option(
+        "--http-body-timeout",
+        "http_body_timeout",
+        _positive_seconds(300),
+        "seconds from the end of a request's headers to the end of its body on --http-addr; "
+        "later is denied (HTTP 408)",
+        "2",
+    ),
+    Option(
+        "--http-idle-timeout",
+        "http_idle_timeout",
+        _positive_seconds(3600),
+        "seconds a kept-alive connection with no request stays open on the HTTP listeners",
+        "60",
     ),
     Option(
         "--ready-without-opa",
@@ -529,9 +596,12 @@ def check_combinations(s: Settings) -> None:
         raise ConfigError("--opa-ca-file and --opa-client-cert need an https:// --opa-url")
     if s.shadow_decision_path is not None and s.shadow_decision_path == s.decision_path:
         raise ConfigError("--shadow-decision-path must differ from --decision-path")
-    if s.workers > 1 and (s.grpc_addr.unix_path is not None or s.http_addr.unix_path is not None):
+    listeners = (s.grpc_addr, s.http_addr, s.probe_addr)
+    if s.workers > 1 and any(addr.unix_path is not None for addr in listeners):
         raise ConfigError(
-            "--workers above 1 needs TCP --grpc-addr and --http-addr (a unix socket cannot be shared)"
+            "--workers above 1 needs TCP --grpc-addr, --http-addr and --probe-addr "
+            "(a unix socket cannot be shared)"
         )
-    if s.http_addr == s.grpc_addr:
-        raise ConfigError("--http-addr and --grpc-addr must differ")
+    fixed = [addr for addr in listeners if addr.unix_path is not None or addr.port != 0]
+    if len(set(fixed)) != len(fixed):
+        raise ConfigError("--grpc-addr, --http-addr and --probe-addr must all differ")

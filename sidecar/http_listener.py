@@ -1,71 +1,115 @@
-"""The HTTP listener (--http-addr): /metrics, /healthz, /readyz, and the HTTP
-ways to ask for a decision (sidecar/http_authz.py)."""
+"""The sidecar's two HTTP listeners, each with its own limits.
+
+- The probe listener (--probe-addr): /healthz, /readyz and /metrics, for the
+  kubelet and Prometheus. It may bind the pod address.
+- The authorization listener (--http-addr): ext_authz HTTP mode and the JSON
+  check API (sidecar/http_authz.py), on loopback or a unix socket by default.
+
+Apart, a client flooding the authorization listener cannot take the probes
+down with it, and a probe port reachable from outside the pod asks no policy.
+"""
 
 from __future__ import annotations
+
+import asyncio
+import socket
 
 from aiohttp import web
 
 from sidecar.config import ListenAddress
-from sidecar.http_authz import MAX_BODY_BYTES, HttpAuthz
+from sidecar.http_admission import LoopTurns, admission, head_limit
+from sidecar.http_authz import HttpAuthz
+from sidecar.http_guard import ConnectionTable, GuardedRequestHandler
+from sidecar.http_limits import HttpLimits
+from sidecar.http_refusal import Refuser
+from sidecar.library_logs import withhold_request_data
 from sidecar.metrics import Metrics
 from sidecar.readiness import Readiness
 
 _PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
+def probe_app(
+    metrics: Metrics, readiness: Readiness, limits: HttpLimits, refuser: Refuser
+) -> web.Application:
+    async def get_metrics(_request: web.Request) -> web.Response:
+        return web.Response(body=metrics.exposition(), headers={"Content-Type": _PROMETHEUS_TYPE})
+
+    async def get_healthz(_request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def get_readyz(_request: web.Request) -> web.Response:
+        ready = readiness.ready
+        return web.json_response(
+            {"status": "ready" if ready else "not ready", "reason": readiness.reason()},
+            status=200 if ready else 503,
+        )
+
+    app = web.Application(middlewares=[head_limit(limits, refuser)])
+    app.router.add_get("/metrics", get_metrics)
+    app.router.add_get("/healthz", get_healthz)
+    app.router.add_get("/readyz", get_readyz)
+    return app
+
+
+def authz_app(authz: HttpAuthz, limits: HttpLimits, refuser: Refuser) -> web.Application:
+    app = web.Application(
+        client_max_size=limits.max_body_bytes,
+        middlewares=[head_limit(limits, refuser), admission(limits, refuser, LoopTurns())],
+    )
+    authz.register(app)
+    return app
+
+
 class HttpListener:
     def __init__(
         self,
         addr: ListenAddress,
-        metrics: Metrics,
-        readiness: Readiness,
-        authz: HttpAuthz | None = None,
+        app: web.Application,
+        limits: HttpLimits,
+        refuser: Refuser,
         reuse_port: bool = False,
     ) -> None:
         self._addr = addr
+        self.app = app
+        self._limits = limits
+        self._refuser = refuser
         self._reuse_port = reuse_port
-        self._metrics = metrics
-        self._readiness = readiness
-        self.app = web.Application(client_max_size=MAX_BODY_BYTES)
-        if authz is not None:
-            authz.register(self.app)
-        self.app.router.add_get("/metrics", self._get_metrics)
-        self.app.router.add_get("/healthz", self._get_healthz)
-        self.app.router.add_get("/readyz", self._get_readyz)
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        self.connections = ConnectionTable(limits.max_connections)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._server: asyncio.Server | None = None
         self.port = 0
 
     async def start(self) -> None:
+        withhold_request_data()
         await self._runner.setup()
-        site: web.BaseSite
-        if self._addr.unix_path is not None:
-            site = web.UnixSite(self._runner, self._addr.unix_path)
-        else:
-            site = web.TCPSite(
-                self._runner,
-                self._addr.host,
-                self._addr.port,
-                reuse_address=True,
-                reuse_port=self._reuse_port,
+        loop = asyncio.get_running_loop()
+        web_server = self._runner.server
+        assert web_server is not None  # set by setup()
+
+        def connection() -> GuardedRequestHandler:
+            return GuardedRequestHandler(
+                web_server, loop=loop, limits=self._limits, table=self.connections, refuser=self._refuser
             )
-        await site.start()
-        server = getattr(site, "_server", None)
-        sockets = getattr(server, "sockets", None) or []
-        if sockets and self._addr.unix_path is None:
-            self.port = sockets[0].getsockname()[1]
+
+        try:
+            if self._addr.unix_path is not None:
+                self._server = await loop.create_unix_server(connection, self._addr.unix_path)
+            else:
+                self._server = await loop.create_server(
+                    connection,
+                    self._addr.host,
+                    self._addr.port,
+                    family=socket.AF_INET6 if ":" in self._addr.host else socket.AF_INET,
+                    reuse_address=True,
+                    reuse_port=self._reuse_port or None,
+                )
+                self.port = self._server.sockets[0].getsockname()[1]
+        except OSError:
+            await self._runner.cleanup()
+            raise
 
     async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
         await self._runner.cleanup()
-
-    async def _get_metrics(self, _request: web.Request) -> web.Response:
-        return web.Response(body=self._metrics.exposition(), headers={"Content-Type": _PROMETHEUS_TYPE})
-
-    async def _get_healthz(self, _request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
-
-    async def _get_readyz(self, _request: web.Request) -> web.Response:
-        ready = self._readiness.ready
-        return web.json_response(
-            {"status": "ready" if ready else "not ready", "reason": self._readiness.reason()},
-            status=200 if ready else 503,
-        )

@@ -14,11 +14,13 @@ from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined
 from grpc_reflection.v1alpha import reflection
 
 from sidecar.authorizer import Authorizer
-from sidecar.config import ConfigError, Settings
+from sidecar.config import ConfigError, ListenAddress, Settings
 from sidecar.decision_log import DecisionLog
 from sidecar.envoy.service import SERVICE_NAME, CheckService
 from sidecar.http_authz import HttpAuthz
-from sidecar.http_listener import HttpListener
+from sidecar.http_limits import authz_limits, probe_limits
+from sidecar.http_listener import HttpListener, authz_app, probe_app
+from sidecar.http_refusal import DecisionRefuser, PlainRefuser
 from sidecar.masking import Masker
 from sidecar.metrics import Metrics
 from sidecar.opa.client import OpaClient
@@ -38,6 +40,11 @@ _GRPC_OPTIONS = [("grpc.max_receive_message_length", -1)]
 # Checks still waiting this long before the grace ends are denied, so that
 # each gets its answer before gRPC cancels what remains.
 _ABORT_AHEAD_SECONDS = 0.25
+
+
+def _bound(addr: ListenAddress, port: int) -> ListenAddress:
+    """The address as bound: port 0 asks for a free one."""
+    return addr if port == 0 else ListenAddress(addr.host, port)
 
 
 class StartupError(Exception):
@@ -96,8 +103,19 @@ class Sidecar:
             self.health, self.metrics, None if settings.ready_without_opa else self.opa.healthy
         )
         authz = HttpAuthz(self.authorizer, self.recorder, settings.http_failure_status)
+        shared = settings.workers > 1
+        refuser = DecisionRefuser(self.recorder, settings.http_failure_status)
+        limits = authz_limits(settings)
         self.http = HttpListener(
-            settings.http_addr, self.metrics, self.readiness, authz, reuse_port=settings.workers > 1
+            settings.http_addr, authz_app(authz, limits, refuser), limits, refuser, reuse_port=shared
+        )
+        probe = probe_limits(settings)
+        self.probes = HttpListener(
+            settings.probe_addr,
+            probe_app(self.metrics, self.readiness, probe, PlainRefuser()),
+            probe,
+            PlainRefuser(),
+            reuse_port=shared,
         )
         # Workers share the ports; a single process must own its port.
         reuse_port = int(settings.workers > 1)
@@ -133,21 +151,23 @@ class Sidecar:
             raise StartupError(f"cannot listen on {target}")
         if self.settings.grpc_addr.unix_path is None:
             self.grpc_port = bound
-        try:
-            await self.http.start()
-        except OSError as exc:
-            raise StartupError(
-                f"cannot listen on --http-addr {self.settings.http_addr}: {exc.strerror}"
-            ) from None
+        for flag, listener, addr in (
+            ("--http-addr", self.http, self.settings.http_addr),
+            ("--probe-addr", self.probes, self.settings.probe_addr),
+        ):
+            try:
+                await listener.start()
+            except OSError as exc:
+                raise StartupError(f"cannot listen on {flag} {addr}: {exc.strerror}") from None
         await self._server.start()
         await self.readiness.start()
         log.info(
-            "serving ext_authz v3 on %s (%s); metrics and health on %s; asking OPA at %s for %s",
+            "serving ext_authz v3 on %s (%s); HTTP checks on %s; health and metrics on %s; "
+            "asking OPA at %s for %s",
             self.grpc_target,
             "mTLS" if self.settings.grpc_client_ca else "TLS" if credentials else "plaintext",
-            self.settings.http_addr
-            if self.http.port == 0
-            else f"{self.settings.http_addr.host}:{self.http.port}",
+            _bound(self.settings.http_addr, self.http.port),
+            _bound(self.settings.probe_addr, self.probes.port),
             self.settings.opa_url,
             self.settings.decision_path,
         )
@@ -179,6 +199,7 @@ class Sidecar:
         for waiter in waiters:
             waiter.cancel()
         await self.http.stop()
+        await self.probes.stop()
         if self.shadow is not None:
             self.shadow.cancel_all()
         self.opa.close()

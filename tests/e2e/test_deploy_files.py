@@ -466,8 +466,9 @@ def test_pod_addresses_agree(pod: dict[str, Any], manifests: dict[str, dict[str,
     sidecar = sidecar_settings(_container(pod, "opa-sidecar")["args"])
     assert str(sidecar.grpc_addr) == envoy_config.sidecar_address
     assert sidecar.grpc_addr.host == "127.0.0.1"  # Check is for Envoy alone
-    http_port = {p["name"]: p["containerPort"] for p in _container(pod, "opa-sidecar")["ports"]}
-    assert http_port == {"sidecar-http": sidecar.http_addr.port}
+    assert sidecar.http_addr.host == "127.0.0.1"  # HTTP checks are for the pod alone
+    ports = {p["name"]: p["containerPort"] for p in _container(pod, "opa-sidecar")["ports"]}
+    assert ports == {"sidecar-probe": sidecar.probe_addr.port}  # probes and metrics only
 
     opa = _container(pod, "opa")
     assert f"--addr={host_port(str(sidecar.opa_url))}" in opa["args"]

@@ -61,7 +61,7 @@ async def test_metrics_count_outcomes_and_reasons(fault_opa: FaultOpa) -> None:
         for _ in range(6):
             await sidecar.check(check_request())
         await sidecar.check(check_request("GET", "/%zz"))  # bad_request: OPA not asked
-        port = sidecar.sidecar.http.port
+        port = sidecar.sidecar.probes.port
         async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/metrics") as resp:
             assert resp.status == 200
             assert resp.headers["Content-Type"].startswith("text/plain")
@@ -87,7 +87,7 @@ async def test_opa_reachable_drops_when_opa_is_gone(fault_opa: FaultOpa) -> None
 
 async def test_health_endpoints(fault_opa: FaultOpa) -> None:
     async with running_sidecar(fault_opa.url) as sidecar, aiohttp.ClientSession() as http:
-        base = f"http://127.0.0.1:{sidecar.sidecar.http.port}"
+        base = f"http://127.0.0.1:{sidecar.sidecar.probes.port}"
         async with http.get(base + "/healthz") as resp:
             assert resp.status == 200
         async with http.get(base + "/readyz") as resp:

@@ -43,11 +43,12 @@ class SidecarProcess:
     stderr_path: Path
     grpc_target: str
     http_port: int
+    probe_port: int
 
     @classmethod
     def start(cls, workdir: Path, opa_url: str, *flags: str, timeout: float = 20.0) -> SidecarProcess:
         """Start on free ports and wait for the 'serving' line on stderr."""
-        grpc_port, http_port = free_port(), free_port()
+        grpc_port, http_port, probe_port = free_port(), free_port(), free_port()
         stdout_path, stderr_path = workdir / "stdout.log", workdir / "stderr.log"
         command = serve_command(
             "--opa-url",
@@ -56,11 +57,13 @@ class SidecarProcess:
             f"127.0.0.1:{grpc_port}",
             "--http-addr",
             f"127.0.0.1:{http_port}",
+            "--probe-addr",
+            f"127.0.0.1:{probe_port}",
             *flags,
         )
         with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
             process = subprocess.Popen(command, stdout=out, stderr=err, cwd=REPO_ROOT, env=child_env())
-        child = cls(process, stdout_path, stderr_path, f"127.0.0.1:{grpc_port}", http_port)
+        child = cls(process, stdout_path, stderr_path, f"127.0.0.1:{grpc_port}", http_port, probe_port)
         deadline = time.monotonic() + timeout
         while READY_LINE not in child.stderr():
             if process.poll() is not None or time.monotonic() > deadline:

@@ -119,6 +119,8 @@ def test_missing_unreadable_or_empty_token_file_stops_startup(tmp_path: Path) ->
                 f"127.0.0.1:{free_port()}",
                 "--http-addr",
                 f"127.0.0.1:{free_port()}",
+                "--probe-addr",
+                f"127.0.0.1:{free_port()}",
             ),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

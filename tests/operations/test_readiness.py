@@ -35,7 +35,7 @@ def _health_down(request: RecordedRequest) -> Behaviour:
 async def _http_status(handle: SidecarHandle, path: str) -> int:
     async with (
         aiohttp.ClientSession() as session,
-        session.get(f"http://127.0.0.1:{handle.sidecar.http.port}{path}") as response,
+        session.get(f"http://127.0.0.1:{handle.sidecar.probes.port}{path}") as response,
     ):
         return response.status
 

@@ -46,19 +46,20 @@ async def _check(grpc_sock: Path, request: CheckRequest) -> CheckResponse:
 
 
 async def test_fault_opa_over_unix_sockets_allow_and_deny(fault_opa_unix: FaultOpa, socket_dir: Path) -> None:
-    grpc_sock, http_sock = socket_dir / "authz.sock", socket_dir / "http.sock"
+    grpc_sock, probe_sock = socket_dir / "authz.sock", socket_dir / "probe.sock"
     fault_opa_unix.set(_allow_path_ok)
     async with running_sidecar(
         fault_opa_unix.url,
         grpc_addr=ListenAddress(unix_path=str(grpc_sock)),
-        http_addr=ListenAddress(unix_path=str(http_sock)),
+        http_addr=ListenAddress(unix_path=str(socket_dir / "http.sock")),
+        probe_addr=ListenAddress(unix_path=str(probe_sock)),
         ready_without_opa=False,
     ) as sidecar:
         assert sidecar.sidecar.grpc_target == f"unix://{grpc_sock}"
         allowed = await _check(grpc_sock, check_request("GET", "/ok"))
         denied = await _check(grpc_sock, check_request("GET", "/no"))
         async with (
-            aiohttp.UnixConnector(path=str(http_sock)) as connector,
+            aiohttp.UnixConnector(path=str(probe_sock)) as connector,
             aiohttp.ClientSession(connector=connector) as http,
             http.get("http://localhost/readyz") as ready,
         ):

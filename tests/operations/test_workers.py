@@ -73,14 +73,14 @@ async def many_checks(target: str, n: int) -> list[int]:
     return [code for codes in results for code in codes]
 
 
-def scrape(http_port: int, name: str) -> float:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=5).read().decode()
+def scrape(probe_port: int, name: str) -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{probe_port}/metrics", timeout=5).read().decode()
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
 
 
 @pytest.fixture
 def workers(fault_opa: FaultOpa, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    grpc_port, http_port = free_port(), free_port()
+    grpc_port, http_port, probe_port = free_port(), free_port(), free_port()
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -93,6 +93,8 @@ def workers(fault_opa: FaultOpa, tmp_path: Path) -> Iterator[subprocess.Popen[by
             f"127.0.0.1:{grpc_port}",
             "--http-addr",
             f"127.0.0.1:{http_port}",
+            "--probe-addr",
+            f"127.0.0.1:{probe_port}",
             "--workers",
             "2",
             "--ready-without-opa",
@@ -103,7 +105,7 @@ def workers(fault_opa: FaultOpa, tmp_path: Path) -> Iterator[subprocess.Popen[by
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    proc.grpc_port, proc.http_port = grpc_port, http_port  # type: ignore[attr-defined]
+    proc.grpc_port, proc.probe_port = grpc_port, probe_port  # type: ignore[attr-defined]
 
     def serving() -> bool:
         try:
@@ -120,12 +122,12 @@ def workers(fault_opa: FaultOpa, tmp_path: Path) -> Iterator[subprocess.Popen[by
 
 
 def test_two_workers_share_the_port_and_their_metrics(workers: subprocess.Popen[bytes]) -> None:
-    port, http_port = workers.grpc_port, workers.http_port  # type: ignore[attr-defined]
+    port, probe_port = workers.grpc_port, workers.probe_port  # type: ignore[attr-defined]
     codes = asyncio.run(many_checks(f"127.0.0.1:{port}", 200))
     assert codes == [0] * 200
     # Whichever worker answers /metrics reports the sum over both.
     for _ in range(4):
-        assert scrape(http_port, 'opa_sidecar_checks_total{outcome="allow"') == 200
+        assert scrape(probe_port, 'opa_sidecar_checks_total{outcome="allow"') == 200
     assert len(children(workers.pid)) == 2
 
 

@@ -1,0 +1,231 @@
+"""The HTTP listeners against clients that break the rules: every request on
+the authorization listener gets a recorded 4xx deny, slow and numerous
+clients are cut off in time, and the probes answer whatever happens there."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from sidecar.config import ListenAddress
+from sidecar.http_refusal import Refusal
+from tests.fault_opa import Behaviour, FaultOpa
+from tests.fixtures.sidecar import SidecarHandle, running_sidecar
+from tests.hostile.raw_http import RawAnswer, connect, exchange, read_answer
+
+DECISION_HEADER = "x-opa-sidecar-decision-id"
+LIMITS: dict[str, Any] = {
+    "http_max_header_bytes": 4096,
+    "http_max_headers": 16,
+    "http_max_body_bytes": 2048,
+    "http_max_connections": 8,
+    "http_header_timeout": 0.3,
+    "http_body_timeout": 0.3,
+    "http_idle_timeout": 0.6,
+}
+
+
+@pytest.fixture
+async def sidecar(fault_opa: FaultOpa) -> AsyncIterator[SidecarHandle]:
+    fault_opa.set(Behaviour.json({"result": True}))
+    async with running_sidecar(fault_opa.url, **LIMITS) as handle:
+        yield handle
+
+
+def authz(handle: SidecarHandle) -> tuple[str, int]:
+    return ("127.0.0.1", handle.sidecar.http.port)
+
+
+def probes(handle: SidecarHandle) -> tuple[str, int]:
+    return ("127.0.0.1", handle.sidecar.probes.port)
+
+
+def head(target: str = "/ext_authz/orders", *lines: str, method: str = "GET") -> bytes:
+    return "\r\n".join([f"{method} {target} HTTP/1.1", "host: app", *lines, "", ""]).encode()
+
+
+REFUSED = [
+    pytest.param(head("/ext_authz/x", *(f"x-h{i}: v" for i in range(20))), 431, id="too-many-headers"),
+    pytest.param(head("/ext_authz/x", "authorization: Bearer " + "t" * 5000), 431, id="header-too-long"),
+    pytest.param(
+        head("/ext_authz/x", *(f"x-h{i}: {'v' * 400}" for i in range(12))), 431, id="head-over-total"
+    ),
+    pytest.param(head("/ext_authz/" + "p" * 5000), 431, id="request-line-too-long"),
+    pytest.param(b"GET /ext_authz/x HTTP/1.1 extra\r\nhost: a\r\n\r\n", 400, id="bad-request-line"),
+    pytest.param(head("/ext_authz/x", "x-h: a\x01b"), 400, id="control-char-in-header"),
+    pytest.param(
+        head("/ext_authz/x", "transfer-encoding: chunked", method="POST") + b"zz\r\nhello\r\n0\r\n\r\n",
+        400,
+        id="bad-chunked-body",
+    ),
+    pytest.param(
+        head("/ext_authz/x", "content-length: 1", "content-length: 2", method="POST") + b"ab",
+        400,
+        id="two-content-lengths",
+    ),
+    pytest.param(
+        head("/v1/check", "content-length: 4096", method="POST") + b"{" * 4096, 413, id="json-over-limit"
+    ),
+    pytest.param(
+        head("/ext_authz/x", "transfer-encoding: chunked", method="POST")
+        + b"1000\r\n"
+        + b"a" * 4096
+        + b"\r\n0\r\n\r\n",
+        413,
+        id="chunked-over-limit",
+    ),
+]
+
+
+@pytest.mark.parametrize(("request_bytes", "status"), REFUSED)
+async def test_a_refused_request_is_a_recorded_deny(
+    sidecar: SidecarHandle, fault_opa: FaultOpa, request_bytes: bytes, status: int
+) -> None:
+    answer = await asyncio.to_thread(exchange, authz(sidecar), request_bytes)
+    assert answer.status == status
+    decision_id = answer.headers[DECISION_HEADER]
+    [decision] = [d for d in sidecar.decisions() if d["decision_id"] == decision_id]
+    assert (decision["outcome"], decision["reason"], decision["http_status"]) == (
+        "deny",
+        "bad_request",
+        status,
+    )
+    assert not [r for r in fault_opa.requests if r.method == "POST"]  # OPA was not asked
+
+
+async def test_requests_within_the_limits_are_checked(sidecar: SidecarHandle, fault_opa: FaultOpa) -> None:
+    body = b'{"tool": "search", "pad": "' + b"a" * 1800 + b'"}'
+    request = head(
+        "/v1/check", f"content-length: {len(body)}", *(f"x-h{i}: v" for i in range(10)), method="POST"
+    )
+    answer = await asyncio.to_thread(exchange, authz(sidecar), request + body)
+    assert answer.status == 200
+    assert sidecar.decisions()[-1]["outcome"] == "allow"
+
+
+async def test_slow_headers_are_refused_at_the_header_timeout(sidecar: SidecarHandle) -> None:
+    def half_a_head() -> RawAnswer:
+        with connect(authz(sidecar)) as sock:
+            sock.sendall(b"GET /ext_authz/x HTTP/1.1\r\nhost: a\r\nx-slow: ")
+            return read_answer(sock, timeout=3)
+
+    answer = await asyncio.to_thread(half_a_head)
+    assert answer.status == 408
+    assert 0.2 < answer.seconds < 1.5
+    assert sidecar.decisions()[-1]["decision_id"] == answer.headers[DECISION_HEADER]
+
+
+async def test_a_slow_body_is_refused_at_the_body_timeout(sidecar: SidecarHandle) -> None:
+    def half_a_body() -> RawAnswer:
+        with connect(authz(sidecar)) as sock:
+            sock.sendall(head("/v1/check", "content-length: 100", method="POST") + b'{"a": ')
+            return read_answer(sock, timeout=3)
+
+    answer = await asyncio.to_thread(half_a_body)
+    assert answer.status == 408
+    assert answer.seconds < 1.5
+    decision = sidecar.decisions()[-1]
+    assert (decision["decision_id"], decision["http_status"]) == (answer.headers[DECISION_HEADER], 408)
+
+
+async def test_a_silent_connection_is_closed(sidecar: SidecarHandle) -> None:
+    def silent() -> RawAnswer:
+        with connect(authz(sidecar)) as sock:
+            return read_answer(sock, timeout=3)
+
+    answer = await asyncio.to_thread(silent)
+    assert (answer.status, answer.seconds < 1.5) == (0, True)
+    assert sidecar.decisions() == []  # nothing was asked
+
+
+async def test_an_idle_kept_alive_connection_is_closed(sidecar: SidecarHandle) -> None:
+    def idle_after_one() -> tuple[RawAnswer, RawAnswer]:
+        with connect(probes(sidecar)) as sock:
+            sock.sendall(head("/healthz"))
+            first = read_answer(sock)
+            return first, read_answer(sock, timeout=3)
+
+    first, after = await asyncio.to_thread(idle_after_one)
+    assert first.status == 200
+    assert (after.status, after.seconds < 1.5) == (0, True)
+
+
+async def test_slow_clients_at_the_cap_give_way_and_probes_answer(sidecar: SidecarHandle) -> None:
+    """Twice the cap of half-sent requests on each listener: each newcomer evicts
+    the oldest of them, and checks and probes keep being answered."""
+    cap = LIMITS["http_max_connections"]
+
+    def hold_and_ask() -> tuple[list[int], list[int], int]:
+        held: list[socket.socket] = []
+        try:
+            for target in (authz(sidecar), probes(sidecar)):
+                for _ in range(2 * cap):
+                    sock = connect(target)
+                    sock.sendall(b"GET /healthz HTTP/1.1\r\nhost: a\r\n")
+                    held.append(sock)
+            checks = [exchange(authz(sidecar), head("/ext_authz/orders")).status for _ in range(3)]
+            health = [exchange(probes(sidecar), head("/healthz")).status for _ in range(3)]
+            return checks, health, len(held)
+        finally:
+            for sock in held:
+                sock.close()
+
+    checks, health, held = await asyncio.to_thread(hold_and_ask)
+    assert held == 4 * cap
+    assert checks == [200] * 3
+    assert health == [200] * 3
+    assert len(sidecar.sidecar.http.connections) <= cap
+    assert sidecar.sidecar.http.connections.evicted >= cap
+
+
+async def test_probes_answer_while_checks_flood_the_authorization_listener(sidecar: SidecarHandle) -> None:
+    stop = asyncio.Event()
+
+    def flood() -> int:
+        sent = 0
+        body = b'{"k": [' + b"1," * 900 + b"1]}"
+        request = head("/v1/check", f"content-length: {len(body)}", method="POST") + body
+        while not stop.is_set():
+            exchange(authz(sidecar), request)
+            sent += 1
+        return sent
+
+    floods = [asyncio.create_task(asyncio.to_thread(flood)) for _ in range(4)]
+    await asyncio.sleep(0.3)
+    health = [
+        (await asyncio.to_thread(exchange, probes(sidecar), head("/readyz"), 1.0)).status for _ in range(5)
+    ]
+    stop.set()
+    sent = sum(await asyncio.gather(*floods))
+    assert health == [200] * 5
+    assert sent > 5
+
+
+def test_the_raw_refusal_is_one_complete_answer() -> None:
+    raw = Refusal(431, ((DECISION_HEADER, "d"),)).raw()
+    assert raw.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
+    assert raw.endswith(b"content-length: 0\r\nconnection: close\r\n\r\n")
+
+
+async def test_the_probe_port_serves_no_checks(sidecar: SidecarHandle) -> None:
+    answer = await asyncio.to_thread(exchange, probes(sidecar), head("/ext_authz/orders"))
+    assert answer.status == 404
+    answer = await asyncio.to_thread(exchange, authz(sidecar), head("/metrics"))
+    assert answer.status == 404
+
+
+async def test_listeners_on_unix_sockets(fault_opa: FaultOpa, tmp_path: Any) -> None:
+    fault_opa.set(Behaviour.json({"result": True}))
+    http_sock, probe_sock = str(tmp_path / "h.sock"), str(tmp_path / "p.sock")
+    async with running_sidecar(
+        fault_opa.url,
+        http_addr=ListenAddress(unix_path=http_sock),
+        probe_addr=ListenAddress(unix_path=probe_sock),
+    ):
+        check = await asyncio.to_thread(exchange, http_sock, head("/ext_authz/orders"))
+        health = await asyncio.to_thread(exchange, probe_sock, head("/healthz"))
+    assert (check.status, health.status) == (200, 200)
