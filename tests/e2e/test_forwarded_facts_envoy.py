@@ -1,0 +1,92 @@
+"""A client forging its address, its scheme and its forwarding chain, over HTTP/1.1 and
+HTTP/2 (cleartext, prior knowledge), through the shipped configurations of both modes:
+the policy and the upstream see the same values, and they are the connection's."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from tests.e2e.envoy_wire import Reply, h1_request, h2_request
+from tests.e2e.stack import Stack
+from tests.e2e.two_modes import MODES, running_mode_stack, send
+from tests.fault_opa import FaultOpa
+
+CLIENT_ADDRESS = "127.0.0.1"  # the tests connect over loopback
+FORGED = (
+    (b"x-forwarded-for", b"203.0.113.9, 198.51.100.7"),
+    (b"x-forwarded-proto", b"https"),
+    (b"x-envoy-external-address", b"203.0.113.9"),
+    (b"x-envoy-internal", b"true"),
+)
+
+
+def _h1(target: bytes, extra: tuple[tuple[bytes, bytes], ...] = ()) -> Callable[[int], Reply]:
+    lines = [b"GET %s HTTP/1.1" % target, b"host: shop.example"]
+    lines += [b"%s: %s" % pair for pair in (*FORGED, *extra)]
+    return lambda port: h1_request(port, b"\r\n".join(lines))
+
+
+def _h2(scheme: bytes) -> Callable[[int], Reply]:
+    pseudo = [(b":method", b"GET"), (b":scheme", scheme), (b":authority", b"shop.example"), (b":path", b"/f")]
+    return lambda port: h2_request(port, [*pseudo, *FORGED])
+
+
+CLIENTS = {
+    "http1": _h1(b"/f"),
+    "http1-mixed-case-names": _h1(
+        b"/f", ((b"X-Forwarded-For", b"203.0.113.10"), (b"X-Forwarded-Proto", b"https"))
+    ),
+    "http1-absolute-http-target": _h1(b"http://shop.example/f"),
+    "http2-scheme-https": _h2(b"https"),
+    "http2-scheme-other": _h2(b"ftp"),
+}
+
+
+@pytest.fixture(scope="module", params=MODES)
+def mode_stack(request: pytest.FixtureRequest, _fault_opa_session: FaultOpa) -> Iterator[Stack]:
+    with running_mode_stack(request.param, _fault_opa_session.url) as stack:
+        yield stack
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_forwarding_facts_come_from_the_connection(
+    mode_stack: Stack, fault_opa: FaultOpa, client: str
+) -> None:
+    seen = send(mode_stack, fault_opa, CLIENTS[client])
+    assert seen.reply.status == 200, seen.reply
+    assert seen.upstream is not None
+    upstream = seen.upstream["headers"]
+
+    policy_facts = {
+        "scheme": seen.http["scheme"],
+        ":scheme": seen.headers[":scheme"],
+        "x-forwarded-proto": seen.headers["x-forwarded-proto"],
+        "x-forwarded-for": seen.headers["x-forwarded-for"],
+        "x-envoy-external-address": seen.headers["x-envoy-external-address"],
+    }
+    assert policy_facts == {
+        "scheme": "http",
+        ":scheme": "http",
+        "x-forwarded-proto": "http",
+        "x-forwarded-for": CLIENT_ADDRESS,
+        "x-envoy-external-address": CLIENT_ADDRESS,
+    }
+    # The application reads the same facts, once each.
+    for name in ("x-forwarded-proto", "x-forwarded-for", "x-envoy-external-address"):
+        assert upstream[name] == [policy_facts[name]], name
+    # Envoy treats the client as external: its x-envoy-* claims are dropped.
+    assert "x-envoy-internal" not in seen.headers and "x-envoy-internal" not in upstream
+    if "source" in seen.input["attributes"]:  # gRPC mode; HTTP mode does not carry it
+        assert seen.input["attributes"]["source"]["address"]["socketAddress"]["address"] == CLIENT_ADDRESS
+
+
+def test_an_https_target_on_the_cleartext_listener_never_reaches_a_check(
+    mode_stack: Stack, fault_opa: FaultOpa
+) -> None:
+    received = len(mode_stack.upstream.received)
+    reply = _h1(b"https://shop.example/f")(mode_stack.envoy.port)
+    assert reply.status == 403  # Envoy's own refusal (http1.https_url_on_plaintext_connection)
+    assert fault_opa.count == 0
+    assert len(mode_stack.upstream.received) == received
