@@ -156,9 +156,9 @@ _NUMBER_TEXTS: Final = (
 def json_bodies(draw: st.DrawFn) -> bytes:
     value = draw(JSON_VALUES)
     text = json.dumps(value, ensure_ascii=draw(st.booleans()))
-    variant = draw(
-        st.sampled_from(("plain", "duplicate", "bom", "whitespace", "number", "trailing", "utf16", "empty"))
-    )
+    # Half plain, so that allowed bodies are compared too; half the variations parsers disagree on.
+    odd = st.sampled_from(("duplicate", "bom", "whitespace", "number", "trailing", "utf16", "empty"))
+    variant = draw(st.just("plain") | odd)
     if variant == "duplicate":
         key = json.dumps(draw(_KEY_TEXT))
         text = f"{{{key}: {json.dumps(draw(JSON_VALUES))}, {key}: {json.dumps(draw(JSON_VALUES))}}}"
@@ -197,10 +197,10 @@ _FORM_TEXT: Final = st.lists(st.sampled_from(_FORM_TOKENS), max_size=6).map("".j
 def form_bodies(draw: st.DrawFn) -> bytes:
     pairs = draw(st.lists(st.tuples(_FORM_TEXT, _FORM_TEXT, st.booleans()), max_size=5))
     parts = [f"{k}={v}" if with_eq else k for k, v, with_eq in pairs]
-    repeat = draw(st.booleans())
+    repeat = draw(st.integers(0, 3)) == 0
     if pairs and repeat:
         parts.append(parts[0])  # a repeated key
-    separator = draw(st.sampled_from(("&", "&", "&", ";", "&&")))
+    separator = draw(st.sampled_from(("&", "&", "&", "&", "&", ";", "&&")))
     text = separator.join(parts)
     if draw(st.booleans()):
         text = draw(st.sampled_from(("&", "", "=", " "))) + text + draw(st.sampled_from(("&", "", "\n")))
@@ -215,7 +215,9 @@ class Part:
     content_type: str | None = None
 
 
-_PART_NAMES: Final = st.sampled_from(("action", "a", "file", "", "é", 'q"x', "a\\b", "a;b", "a b"))
+_PART_NAMES: Final = st.sampled_from(("action", "a", "file", "b", "c")) | st.sampled_from(
+    ("", "é", 'q"x', "a\\b", "a;b", "a b", "A", "action ")
+)
 _PART_CONTENT: Final = st.sampled_from(
     (b"read", b"delete", b"", b"x\r\ny", b'{"a":1}', b"--" + BOUNDARY.encode(), b"\xff\xfe", b"caf\xc3\xa9")
 )
@@ -312,7 +314,7 @@ def multipart_bodies(draw: st.DrawFn) -> bytes:
             max_size=4,
         )
     )
-    return multipart_body(parts, draw(st.sampled_from(_MULTIPART_VARIANTS)))
+    return multipart_body(parts, draw(st.just("canonical") | st.sampled_from(_MULTIPART_VARIANTS)))
 
 
 def _padded(body: bytes, kind: str, size: int) -> bytes:

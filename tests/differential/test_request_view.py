@@ -27,12 +27,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from tests.differential.differential_stack import DifferentialStack, differential_stack
-from tests.differential.strategies import WireRequest, wire_requests
-from tests.differential.view_check import Judgement, Observation, judge
+from tests.differential.strategies import BUFFER_LIMIT, WireRequest, wire_requests
+from tests.differential.view_check import Judgement, Observation, application_kinds, judge
 from tests.differential.wire_client import send
 from tests.fault_opa import FaultOpa
 
-CI_EXAMPLES: Final = int(os.environ.get("DIFFERENTIAL_CI_EXAMPLES", "60"))
+CI_EXAMPLES: Final = int(os.environ.get("DIFFERENTIAL_CI_EXAMPLES", "80"))
 LONG_EXAMPLES: Final = int(os.environ.get("DIFFERENTIAL_EXAMPLES", "1500"))
 _DECISION_WAIT: Final = 1.0
 _RELAXED: Final = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture]
@@ -120,6 +120,14 @@ def test_long_survey_of_request_views(stack: DifferentialStack) -> None:
         counts["requests"] += 1
         counts[f"{verdict.outcome}"] += 1
         counts[f"{request.protocol} {verdict.outcome}"] += 1
+        size = len(request.sent_body)
+        limit = "below" if size < BUFFER_LIMIT else "at" if size == BUFFER_LIMIT else "above"
+        counts[f"body {limit} the {BUFFER_LIMIT}-byte limit: {verdict.outcome}"] += 1
+        if verdict.outcome == "allowed" and obs.upstream is not None and obs.opa_inputs:
+            truncated = obs.opa_inputs[0].get("truncated_body")
+            counts[f"allowed, body {limit} the limit, truncated_body {truncated}"] += 1
+            for kind in application_kinds(obs.upstream) if obs.upstream.body else ():
+                counts[f"allowed {kind} body"] += 1
         if verdict.outcome == "refused":
             counts[f"refused: {verdict.reason.split(':')[0]}"] += 1
             counts[f"refused detail: {verdict.reason}"] += 1

@@ -99,6 +99,8 @@ def _compare(doc: dict[str, Any], up: UpstreamRecord, out: list[str]) -> None:
             f"truncated_body {truncated!r} but the policy saw {len(seen)} bytes {seen[:120]!r}, "
             f"the upstream got {len(up.body)} bytes {up.body[:120]!r}"
         )
+    if truncated is True and not up.body.startswith(seen):
+        out.append(f"truncated body is not a prefix of the upstream's: {seen[:120]!r} vs {up.body[:120]!r}")
     if truncated is True and doc.get("parsed_body") is not None:
         out.append(f"truncated body with a parsed_body: {_short(doc.get('parsed_body'))}")
     if truncated is not True:
@@ -179,9 +181,14 @@ def _policy_body(http: dict[str, Any], out: list[str]) -> bytes:
     return (text or "").encode("utf-8", "surrogatepass")
 
 
+def application_kinds(up: UpstreamRecord) -> set[str]:
+    """The body kinds the application libraries' own dispatch took the request for."""
+    return {kind for name in _DOMAINS if (kind := up.parsers[name].kind) is not None}
+
+
 def _compare_parsed_body(parsed: Any, up: UpstreamRecord, out: list[str]) -> None:
     kinds = {name: up.parsers[name].kind for name in _DOMAINS}
-    claimed = {kind for kind in kinds.values() if kind is not None}
+    claimed = application_kinds(up)
     for kind in claimed:
         silent = [name for name, domain in _DOMAINS.items() if kind in domain and kinds[name] != kind]
         if silent:
