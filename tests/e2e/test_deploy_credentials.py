@@ -29,6 +29,8 @@ JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"
 PEM = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----(.*?)-----END \1-----", re.DOTALL)
 # Key material of a JWK: RSA modulus and private parts, EC coordinates, symmetric keys.
 JWK_MEMBER = re.compile(r'"(?:n|d|p|q|dp|dq|qi|x|y|k)"\s*:\s*"([A-Za-z0-9_-]{16,})"')
+# Only the private and symmetric parts: a shipped key set may hold your own public keys.
+JWK_SECRET_MEMBER = re.compile(r'"(?:d|p|q|dp|dq|qi|k)"\s*:\s*"([A-Za-z0-9_-]{16,})"')
 BEARER = re.compile(r"(?i)\bbearer\s+([A-Za-z0-9._~+/=-]{8,})")
 SECRET_ASSIGNMENT = re.compile(
     r"""(?ix)
@@ -93,13 +95,25 @@ def _looks_secret(value: str) -> bool:
     return not value.endswith(".")  # the fixed start of a JWT, not one
 
 
+def _assigned_secrets(text: str) -> set[str]:
+    return {
+        value
+        for pattern in (BEARER, SECRET_ASSIGNMENT)
+        for value in pattern.findall(text)
+        if _looks_secret(value)
+    }
+
+
 def credentials_in(text: str) -> set[str]:
-    """Every credential-looking value in `text`."""
-    found = set(JWT.findall(text)) | set(JWK_MEMBER.findall(text))
-    found |= {re.sub(r"\s", "", body) for _, body in PEM.findall(text) if body.strip()}
-    for pattern in (BEARER, SECRET_ASSIGNMENT):
-        found |= {value for value in pattern.findall(text) if _looks_secret(value)}
-    return found
+    """Every credential-looking value in `text`, public keys and certificates included."""
+    found = set(JWT.findall(text)) | set(JWK_MEMBER.findall(text)) | _assigned_secrets(text)
+    return found | {re.sub(r"\s", "", body) for _, body in PEM.findall(text) if body.strip()}
+
+
+def secrets_in(text: str) -> set[str]:
+    """What no shipped file may hold, wherever else it comes from: tokens, private and
+    symmetric JWK parts, values given to a credential's name."""
+    return set(JWT.findall(text)) | set(JWK_SECRET_MEMBER.findall(text)) | _assigned_secrets(text)
 
 
 def private_keys_in(text: str) -> list[str]:
@@ -127,7 +141,7 @@ def leaks(shipped: Iterable[Path], known: dict[str, Path]) -> list[str]:
             continue
         where = _shown(path)
         problems += [f"{where}: a {label} block" for label in private_keys_in(text)]
-        problems += [f"{where}: {value[:24]}... of its own" for value in sorted(credentials_in(text))]
+        problems += [f"{where}: {value[:24]}... of its own" for value in sorted(secrets_in(text))]
         problems += [
             f"{where}: {value[:24]}... also in {_shown(known[value])}"
             for value in sorted(known)
@@ -193,7 +207,16 @@ def test_private_keys_and_demo_keys_of_their_own_are_found(tmp_path: Path) -> No
     artifact.write_text(
         "config: {api_key: 'not-in-the-repository-1'}\n"
         "key.pem: |\n  -----BEGIN EC PRIVATE KEY-----\n  MHcCAQEEIK\n  -----END EC PRIVATE KEY-----\n"
+        'jwks.json: {"keys": [{"kty": "oct", "k": "c3ltbWV0cmljLWtleS1ieXRlcw"}]}\n'
     )
     found = leaks([artifact], {})
     assert any("EC PRIVATE KEY block" in line for line in found)
     assert any("not-in-the-repository-1" in line for line in found)
+    assert any("c3ltbWV0cmljLWtleS1ieXRl" in line for line in found)
+
+
+def test_your_own_public_keys_may_ship(tmp_path: Path) -> None:
+    """A public key set of your identity provider is configuration, not a secret."""
+    artifact = tmp_path / "data.json"
+    artifact.write_text('{"keys": [{"kty": "RSA", "alg": "RS256", "e": "AQAB", "n": "%s"}]}' % ("q" * 342))
+    assert leaks([artifact], {}) == []
