@@ -25,8 +25,9 @@ def check_body(buffer: Json, path: Pointer, sidecar_limit: int, *, grpc: bool) -
             rules.BODY_AS_STRING.issue(
                 where,
                 "the body is sent to the sidecar in the string field body, where Envoy replaces every byte "
-                "that is not valid UTF-8 with U+FFFD (Envoy 1.40 turned a\\xffb into a\\ufffdb while the "
-                "upstream got a\\xffb): the policy reads a different body than the application",
+                "of an invalid UTF-8 sequence with '!' (Envoy 1.40 turned a\\xffb into a!b while the "
+                "upstream got a\\xffb): the policy reads a different body than the application, and "
+                "cannot tell a replaced byte from a real '!'",
                 "set with_request_body.pack_as_bytes: true; the sidecar reads raw_body exactly as body",
             )
         )

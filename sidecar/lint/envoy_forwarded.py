@@ -7,7 +7,8 @@ the check unchanged, and HTTP/1.1's scheme follows that x-forwarded-proto; with 
 x-forwarded-proto is the connection's but the client's x-forwarded-for entries stay
 in front of Envoy's; an HTTP/2 client picks :scheme itself (https over plain text)
 unless scheme_header_transformation.scheme_to_overwrite is set; xff_num_trusted_hops
-makes Envoy keep the client's x-forwarded-proto. The source address in the check is
+makes Envoy trust the client's x-forwarded-for (and keep its x-forwarded-proto unless
+scheme_to_overwrite, which rewrites x-forwarded-proto too, is set). The source address in the check is
 the connection's peer in every case.
 """
 
@@ -77,9 +78,10 @@ def check_forwarded_facts(
         issues.append(
             rules.XFF_TRUSTED_HOPS.issue(
                 (*path, "xff_num_trusted_hops"),
-                f"xff_num_trusted_hops: {hops} trusts the last {hops} x-forwarded-for entries and keeps the "
-                "client's x-forwarded-proto (Envoy 1.40 passed a forged https and took the forged address "
-                "as x-envoy-external-address): right only when exactly that many proxies that overwrite "
+                f"xff_num_trusted_hops: {hops} trusts the last {hops} x-forwarded-for entries: the client's "
+                "address is whatever stands there (Envoy 1.40 passed a forged one to the policy as "
+                "x-envoy-external-address), and the client's x-forwarded-proto is kept unless "
+                "scheme_to_overwrite rewrites it. Right only when exactly that many proxies that overwrite "
                 "both headers stand in front of every connection",
                 "set xff_num_trusted_hops: 0; if such proxies are really in front, waive this finding with "
                 "the reason (metadata opa-sidecar.lint on the listener)",

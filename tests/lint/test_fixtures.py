@@ -141,6 +141,7 @@ EXPECTED: dict[str, set[tuple[int, str, str]]] = {
         (0, FACTS, hcm(2)),  # Envoy's defaults
         (0, FACTS, hcm(3)),  # the client's x-forwarded-for kept in front
         (0, "xff-trusted-hops", f"{hcm(4)}/xff_num_trusted_hops"),
+        (0, FACTS, hcm(4)),  # the hop is trusted with the client's own x-forwarded-for
         # listener 5 is the control
         (0, "client-forwarding-headers", hcm(6)),
         (0, "credential-headers-not-sent", f"{ext_authz(7)}/allowed_headers"),
