@@ -18,6 +18,9 @@ from tests.differential.strategies import WireRequest
 REFUSAL_STATUSES: Final = frozenset({400, 403, 413})
 # Envoy's own answer to an escaped slash in the path (UNESCAPE_AND_REDIRECT), before any check.
 ENVOY_REDIRECT: Final = 307
+# status_on_error of the shipped configurations: the check got no answer in time (a loaded
+# machine); closed, and no view was handed to anyone.
+ENVOY_CHECK_ERROR: Final = 503
 # Headers a hop writes after the check, or that carry framing Envoy redoes for each hop.
 _AFTER_THE_CHECK: Final = frozenset({"x-envoy-expected-rq-timeout-ms", "transfer-encoding"})
 # Envoy's own signal to the check, never forwarded upstream.
@@ -57,6 +60,8 @@ def judge(obs: Observation) -> Judgement:
             return Judgement("refused", _refusal_reason(obs))
         if obs.status == ENVOY_REDIRECT and not obs.opa_inputs:
             return Judgement("refused", "envoy 307: escaped slash redirected")
+        if obs.status == ENVOY_CHECK_ERROR:
+            return Judgement("refused", "envoy 503: no answer from the check in time")
         return Judgement("broken", f"status {obs.status}", [f"neither refused nor allowed: {_response(obs)}"])
     if obs.status != 200:
         return Judgement(
