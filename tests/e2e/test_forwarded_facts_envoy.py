@@ -20,17 +20,25 @@ FORGED = (
     (b"x-envoy-external-address", b"203.0.113.9"),
     (b"x-envoy-internal", b"true"),
 )
+# Forwarding claims Envoy never writes itself: dropped, so neither side reads the client's.
+DROPPED = (
+    (b"x-forwarded-host", b"admin.internal"),
+    (b"x-forwarded-port", b"443"),
+    (b"x-forwarded-prefix", b"/admin"),
+    (b"x-real-ip", b"203.0.113.9"),
+    (b"forwarded", b"for=203.0.113.9;proto=https;host=admin.internal"),
+)
 
 
 def _h1(target: bytes, extra: tuple[tuple[bytes, bytes], ...] = ()) -> Callable[[int], Reply]:
     lines = [b"GET %s HTTP/1.1" % target, b"host: shop.example"]
-    lines += [b"%s: %s" % pair for pair in (*FORGED, *extra)]
+    lines += [b"%s: %s" % pair for pair in (*FORGED, *DROPPED, *extra)]
     return lambda port: h1_request(port, b"\r\n".join(lines))
 
 
 def _h2(scheme: bytes) -> Callable[[int], Reply]:
     pseudo = [(b":method", b"GET"), (b":scheme", scheme), (b":authority", b"shop.example"), (b":path", b"/f")]
-    return lambda port: h2_request(port, [*pseudo, *FORGED])
+    return lambda port: h2_request(port, [*pseudo, *FORGED, *DROPPED])
 
 
 CLIENTS = {
@@ -76,8 +84,10 @@ def test_forwarding_facts_come_from_the_connection(
     # The application reads the same facts, once each.
     for name in ("x-forwarded-proto", "x-forwarded-for", "x-envoy-external-address"):
         assert upstream[name] == [policy_facts[name]], name
-    # Envoy treats the client as external: its x-envoy-* claims are dropped.
-    assert "x-envoy-internal" not in seen.headers and "x-envoy-internal" not in upstream
+    # Envoy treats the client as external: its x-envoy-* claims are dropped, and so are
+    # the forwarding claims Envoy would otherwise pass on as sent.
+    for name in ("x-envoy-internal", *(name.decode() for name, _ in DROPPED)):
+        assert name not in seen.headers and name not in upstream, name
     if "source" in seen.input["attributes"]:  # gRPC mode; HTTP mode does not carry it
         assert seen.input["attributes"]["source"]["address"]["socketAddress"]["address"] == CLIENT_ADDRESS
 
