@@ -44,19 +44,19 @@ DEFAULT_ENVOY_BODY_LIMIT: Final = 8192
 
 _PARTIAL_BODY_HEADER: Final = "x-envoy-auth-partial-body"
 _DIGITS: Final = re.compile(r"[0-9]{1,19}")
-# Envoy writes U+FFFD for bytes that are not UTF-8 when it sends the body
-# (or a header) as a string; the policy cannot know what was sent.
-_REPLACEMENT: Final = "\ufffd"
+# Envoy writes "!" for each byte that is not UTF-8 when it sends the body as
+# a string (docs/envoy-bodies.md): the policy cannot know what was sent.
+_REPLACED_BYTE: Final = "!"
 
 
 def request_body_bytes(body: str, raw_body: bytes) -> bytes:
     """The body bytes Envoy forwarded, from ``body`` (string) or ``raw_body``
     (``pack_as_bytes``); refuses what cannot be known exactly."""
     if body:
-        if _REPLACEMENT in body:
+        if _REPLACED_BYTE in body:
             raise BadRequest(
-                "body holds U+FFFD, Envoy's stand-in for bytes that are not UTF-8: "
-                "configure with_request_body.pack_as_bytes"
+                "body sent as a string holds '!', which Envoy also writes for bytes that are not "
+                "UTF-8: configure with_request_body.pack_as_bytes"
             )
         data = body.encode("utf-8")
         if raw_body and raw_body != data:

@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from sidecar._proto.envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2
+from sidecar._proto.envoy.service.auth.v3 import external_auth_pb2
 from sidecar.envoy.attributes import render_attributes
 from sidecar.envoy.bad_request import BadRequest
 from sidecar.envoy.body import (
@@ -34,6 +34,7 @@ from sidecar.envoy.body import (
     parse_request_body,
     request_body_bytes,
 )
+from sidecar.envoy.headers import request_headers
 from sidecar.envoy.path_and_query import parse_path_and_query
 
 __all__ = ["DEFAULT_ENVOY_BODY_LIMIT", "MAX_BODY_JSON_DEPTH", "BadRequest", "build_input", "opa_request_body"]
@@ -53,11 +54,14 @@ def build_input(
     doc: dict[str, Any] = {}
     attrs = request.attributes
     http = attrs.request.http
-    _refuse_replaced_bytes(http)
+    headers = request_headers(http)
     data = request_body_bytes(http.body, http.raw_body)
     # protomap renders a message field only when it is present, even if empty.
     if request.HasField("attributes"):
         doc["attributes"] = render_attributes(attrs)
+        if http.header_map.headers:
+            # Raw headers (encode_raw_headers) also appear where policies read them.
+            doc["attributes"]["request"]["http"]["headers"] = headers
         if data and not http.body:
             _add_text_body(doc["attributes"], data)
     parsed_path, parsed_query = parse_path_and_query(http.path)
@@ -65,23 +69,13 @@ def build_input(
     doc["parsed_query"] = parsed_query
     if parse_body:
         doc["parsed_body"], doc["truncated_body"] = parse_request_body(
-            http.headers, data, envoy_limit=envoy_body_limit
+            headers, data, envoy_limit=envoy_body_limit
         )
     principal = attrs.source.principal
     if principal:
         doc["source_principal"] = principal
     doc["version"] = {"ext_authz": "v3", "encoding": "protojson"}
     return doc
-
-
-def _refuse_replaced_bytes(http: attribute_context_pb2.AttributeContext.HttpRequest) -> None:
-    """Envoy writes U+FFFD for bytes that are not UTF-8 in the strings it
-    sends; where one appears, the policy cannot know what the client sent."""
-    if "\ufffd" in http.path:
-        raise BadRequest("path holds U+FFFD, Envoy's stand-in for bytes that are not UTF-8")
-    for value in http.headers.values():
-        if "\ufffd" in value:
-            raise BadRequest("a header value holds U+FFFD, Envoy's stand-in for bytes that are not UTF-8")
 
 
 def _add_text_body(attributes: dict[str, Any], data: bytes) -> None:
