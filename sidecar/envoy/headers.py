@@ -20,8 +20,11 @@ from sidecar.envoy.bad_request import BadRequest
 
 __all__ = ["request_headers"]
 
-_PRINTABLE_ASCII: Final = re.compile(r"[\t\x20-\x7e]*")
-_PRINTABLE_ASCII_BYTES: Final = re.compile(rb"[\t\x20-\x7e]*")
+# Printable ASCII, with inner spaces and tabs only: HTTP/1.1 trims the ends of a
+# value but Envoy passes an HTTP/2 value's as sent, and applications differ on
+# trimming them (RFC 9113 forbids them), so " admin" could be read as "admin".
+_PRINTABLE_ASCII: Final = re.compile(r"(?:[\x21-\x7e](?:[\t\x20-\x7e]*[\x21-\x7e])?)?")
+_PRINTABLE_ASCII_BYTES: Final = re.compile(rb"(?:[\x21-\x7e](?:[\t\x20-\x7e]*[\x21-\x7e])?)?")
 
 
 def request_headers(http: attribute_context_pb2.AttributeContext.HttpRequest) -> dict[str, str]:
@@ -33,7 +36,7 @@ def request_headers(http: attribute_context_pb2.AttributeContext.HttpRequest) ->
         return headers
     for value in (http.path, *http.headers.values()):
         if not _PRINTABLE_ASCII.fullmatch(value):
-            raise BadRequest("a header value holds characters outside printable ASCII")
+            raise BadRequest("a header value holds characters outside printable ASCII, or space at an end")
         if "!" in value:
             raise BadRequest(
                 "a header value holds '!', which Envoy also writes for bytes that are not UTF-8 "
@@ -47,7 +50,7 @@ def _from_raw(http: attribute_context_pb2.AttributeContext.HttpRequest) -> dict[
     for entry in http.header_map.headers:
         raw = entry.raw_value or entry.value.encode("utf-8")
         if not _PRINTABLE_ASCII_BYTES.fullmatch(raw):
-            raise BadRequest("a header value holds bytes outside printable ASCII")
+            raise BadRequest("a header value holds bytes outside printable ASCII, or space at an end")
         value = raw.decode("ascii")
         name = entry.key.lower()
         headers[name] = f"{headers[name]},{value}" if name in headers else value
