@@ -43,6 +43,8 @@ MAX_BODY_JSON_DEPTH: Final = 200
 DEFAULT_ENVOY_BODY_LIMIT: Final = 8192
 
 _PARTIAL_BODY_HEADER: Final = "x-envoy-auth-partial-body"
+# Types python-multipart (Starlette, FastAPI) also reads as a form, werkzeug not.
+_FORM_ALIASES: Final = frozenset({"application/x-url-encoded"})
 _DIGITS: Final = re.compile(r"[0-9]{1,19}")
 # Envoy writes "!" for each byte that is not UTF-8 when it sends the body as
 # a string (docs/envoy-bodies.md): the policy cannot know what was sent.
@@ -117,6 +119,8 @@ def _parse(media_type: MediaType, data: bytes) -> Any:
     if media_type.essence == "multipart/form-data":
         _require_utf8_charset(media_type)
         return _parse_multipart(data, form_boundary(media_type))
+    if media_type.essence in _FORM_ALIASES:
+        raise BadRequest("content-type is a form alias that some parsers read as a form and others not")
     return None
 
 

@@ -28,6 +28,7 @@ _BASES = [
     "Multipart/Form-Data",
     "multipart/mixed",
     "text/plain",
+    "application/x-url-encoded",
 ]
 _PARAMS = [
     "; charset=utf-8",

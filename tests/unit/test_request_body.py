@@ -153,6 +153,7 @@ def test_other_media_types_are_not_parsed_even_when_they_mention_json(content_ty
         ("application/json; charset*=utf-8''x", "parameter list|RFC 2231"),
         ("application/json; charset=latin-1", "charset"),
         ("application/json; charset=utf-16", "charset"),
+        ("application/x-url-encoded", "form alias"),
         ("json", "media type"),
         (" application/json", "space at an end"),
         ("application/json \t", "space at an end"),
