@@ -1,0 +1,78 @@
+"""Header values outside UTF-8 through the shipped configurations of both modes, over
+HTTP/1.1 and HTTP/2. Envoy would hand the policy '!' for each such byte while the upstream
+gets the byte (docs/envoy-bodies.md), so the configurations refuse the request before any
+check; a value in UTF-8 reaches the policy exactly as the upstream gets it, or is refused."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from tests.e2e.envoy_wire import Reply, h1_request, h2_request
+from tests.e2e.stack import Stack
+from tests.e2e.two_modes import MODES, running_mode_stack
+from tests.fault_opa import FaultOpa
+
+NOT_UTF8 = {
+    "latin-1": b"caf\xe9",
+    "lone-continuation": b"\x80abc",
+    "cut-sequence": b"token\xc3",
+    "overlong": b"\xc0\xaf",
+    "surrogate": b"\xed\xa0\x80",
+    "past-u10ffff": b"\xf4\x90\x80\x80",
+}
+UTF8 = {
+    "ascii": b"Bearer abc.def-123",
+    "accents": "été".encode(),
+    "emoji": "\U0001f600".encode(),
+    "replacement-character": "\ufffd".encode(),
+    "last-code-point": "\U0010ffff".encode(),
+    "exclamation": b"caf!",
+}
+
+
+def _client(protocol: str, value: bytes) -> Callable[[int], Reply]:
+    if protocol == "http1":
+        return lambda port: h1_request(port, b"GET /h HTTP/1.1\r\nhost: shop\r\nx-name: " + value)
+    headers = [(b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"shop"), (b":path", b"/h")]
+    return lambda port: h2_request(port, [*headers, (b"x-name", value)])
+
+
+@pytest.fixture(scope="module", params=MODES)
+def mode_stack(request: pytest.FixtureRequest, _fault_opa_session: FaultOpa) -> Iterator[Stack]:
+    with running_mode_stack(request.param, _fault_opa_session.url) as stack:
+        yield stack
+
+
+@pytest.mark.parametrize("protocol", ["http1", "http2"])
+@pytest.mark.parametrize("value", NOT_UTF8.values(), ids=NOT_UTF8.keys())
+def test_a_header_value_outside_utf8_is_refused_before_any_check(
+    mode_stack: Stack, fault_opa: FaultOpa, protocol: str, value: bytes
+) -> None:
+    received = len(mode_stack.upstream.received)
+    reply = _client(protocol, value)(mode_stack.envoy.port)
+    assert (reply.status, reply.body) == (400, b"header x-name is not UTF-8\n")
+    assert not [r for r in fault_opa.requests if r.path.startswith("/v1/data/")]
+    assert len(mode_stack.upstream.received) == received
+
+
+@pytest.mark.parametrize("protocol", ["http1", "http2"])
+@pytest.mark.parametrize("value", UTF8.values(), ids=UTF8.keys())
+def test_a_header_value_in_utf8_reaches_the_policy_as_the_upstream_gets_it_or_is_refused(
+    mode_stack: Stack, fault_opa: FaultOpa, protocol: str, value: bytes
+) -> None:
+    received = len(mode_stack.upstream.received)
+    reply = _client(protocol, value)(mode_stack.envoy.port)
+    asked = [r for r in fault_opa.requests if r.path.startswith("/v1/data/")]
+    reached = mode_stack.upstream.received[received:]
+    if reply.status != 200 and value != UTF8["ascii"]:
+        # The sidecar may refuse what it cannot vouch for; then nothing gets through.
+        assert reply.status == 400 and not asked and not reached, reply
+        return
+    [opa_request] = asked
+    [echo] = reached
+    policy_value = opa_request.json()["input"]["attributes"]["request"]["http"]["headers"]["x-name"]
+    assert policy_value.encode() == value
+    # The echo application reads header bytes as latin-1, one character a byte.
+    assert [v.encode("latin-1") for v in echo["headers"]["x-name"]] == [value]
