@@ -47,7 +47,11 @@ def read_answer(sock: socket.socket, timeout: float = 5.0) -> RawAnswer:
 
 
 def exchange(target: tuple[str, int] | str, data: bytes, timeout: float = 5.0) -> RawAnswer:
-    """Send `data` at once and read the answer's head."""
+    """Send `data` at once and read the answer's head (a server may answer and
+    close before taking all of it)."""
     with connect(target) as sock:
-        sock.sendall(data)
+        try:
+            sock.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
         return read_answer(sock, timeout)
