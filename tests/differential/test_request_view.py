@@ -93,6 +93,8 @@ def _append_finding(text: str) -> None:
             findings.write(f"\n```\n{text}\n```\n")
 
 
+# Room for hypothesis to shrink a failure to its smallest request.
+@pytest.mark.timeout(300)
 @settings(max_examples=CI_EXAMPLES, deadline=None, suppress_health_check=_RELAXED, database=None)
 @given(request=wire_requests())
 def test_an_allowed_request_is_the_request_the_application_parses(
@@ -107,6 +109,7 @@ def test_an_allowed_request_is_the_request_the_application_parses(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(120 + 2 * LONG_EXAMPLES)
 def test_long_survey_of_request_views(stack: DifferentialStack) -> None:
     """Counts every outcome over many requests; fails at the end if any allowed request differed."""
     counts: collections.Counter[str] = collections.Counter()
