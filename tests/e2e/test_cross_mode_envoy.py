@@ -16,8 +16,8 @@ from tests.e2e.two_modes import Seen, running_mode_stack, send
 from tests.fault_opa import Behaviour, FaultOpa, RecordedRequest
 
 # What gRPC mode gives the policy and HTTP mode cannot: Envoy's HTTP call to the sidecar
-# carries no peer addresses, stream id, client protocol or metadata, and a Content-Length
-# of its own in place of the client's.
+# carries no peer addresses, stream id, client protocol or metadata, no header bytes
+# (encode_raw_headers), and a Content-Length of its own in place of the client's.
 GRPC_ONLY_FIELDS = (
     ("attributes", "source"),
     ("attributes", "destination"),
@@ -25,6 +25,7 @@ GRPC_ONLY_FIELDS = (
     ("attributes", "routeMetadataContext"),
     ("attributes", "request", "http", "id"),
     ("attributes", "request", "http", "protocol"),
+    ("attributes", "request", "http", "headerMap"),
     ("attributes", "request", "http", "headers", "content-length"),
 )
 # Present in both modes, with a value of each request: Envoy's request id, and the time

@@ -44,7 +44,9 @@ def test_denied_request_gets_the_policys_status_headers_and_body(e2e_stack: Stac
     assert limited.headers["x-e2e-deny"] == "limited"
     assert limited.body == b"slow down\n"
 
-    default = e2e_stack.envoy.request("POST", "/admin", body=b"{}")
+    default = e2e_stack.envoy.request(
+        "POST", "/admin", body=b"{}", headers={"content-type": "application/json"}
+    )
     assert default.status == 403
     assert default.headers["x-e2e-deny"] == "default"
     assert default.body == b"forbidden by the e2e policy\n"

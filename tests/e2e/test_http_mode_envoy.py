@@ -209,7 +209,9 @@ def test_denied_request_gets_the_policys_status_headers_and_body(http_stack: Sta
     )
     assert http_stack.access_log_line("/limited/report")["authz_decision_id"] == decision["decision_id"]
 
-    default = http_stack.envoy.request("POST", "/admin", body=b"{}")
+    default = http_stack.envoy.request(
+        "POST", "/admin", body=b"{}", headers={"content-type": "application/json"}
+    )
     assert default.status == 403
     assert default.body == b"forbidden by the http-mode policy\n"
     assert len(http_stack.upstream.received) == seen_before
