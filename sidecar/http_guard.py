@@ -33,7 +33,9 @@ class Phase(enum.Enum):
 
 
 # Evicted first when the cap is reached: connections that have not finished
-# sending a request (the slow client's), then those idle longest.
+# sending a request (the slow client's), then idle ones; within each, the one
+# that has served the fewest requests (a proxy's pooled connection has served
+# many), then the oldest.
 _EVICTION_ORDER = {Phase.NEW: 0, Phase.HEAD: 0, Phase.IDLE: 1}
 
 
@@ -71,7 +73,7 @@ class ConnectionTable:
         candidates = [c for c in self._open if c.phase in _EVICTION_ORDER]
         if not candidates:
             return None
-        return min(candidates, key=lambda c: (_EVICTION_ORDER[c.phase], c.phase_since))
+        return min(candidates, key=lambda c: (_EVICTION_ORDER[c.phase], c.served, c.phase_since))
 
 
 def _refusal_for(exc: BaseException | None, limits: HttpLimits) -> tuple[int, str]:
@@ -120,6 +122,11 @@ class GuardedRequestHandler(web.RequestHandler):
         self._head_bytes = 0  # head bytes of the request being received
         self._busy_bytes = 0  # bytes received while a request is in hand
         self._deadline: asyncio.TimerHandle | None = None
+
+    @property
+    def served(self) -> int:
+        """Requests received on this connection so far."""
+        return self._request_count
 
     # -- connection lifetime
 

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from deploy.echo_upstream import EchoUpstream
 from deploy.local_stack import EnvoyProcess, free_port, local_addresses, start_envoy
-from deploy.render import render_envoy
+from deploy.render import ENVOY_HTTP_TEMPLATE, ENVOY_TEMPLATE, render_envoy
 from sidecar.config import Settings
 from tests.adversarial.process_monitor import sample
 from tests.e2e.stack import EXT_AUTHZ_STATS, fail_open
@@ -216,7 +216,10 @@ def measure(
     old_layout: bool = False,
     max_body: int | None = None,
     real_time: bool = False,
+    http_mode: bool = False,
 ) -> Figures:
+    """`http_mode`: Envoy asks the sidecar's HTTP checks listener (the one under
+    attack) instead of its gRPC port."""
     limits = _default_limits()
     if max_body is not None:
         limits["http_max_body_bytes"] = max_body
@@ -240,7 +243,11 @@ def measure(
         os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))  # the clients do not
         watched = watched_sidecar(opa.url, workdir, listeners, old_layout, tree)
         sidecar, grpc_addr = stack.enter_context(watched)
-        envoy = start_envoy(fail_open(render_envoy(local_addresses(upstream.addr, grpc_addr))), workdir)
+        authz_addr = "{}:{}".format(*listeners.authz) if http_mode else grpc_addr
+        template = ENVOY_HTTP_TEMPLATE if http_mode else ENVOY_TEMPLATE
+        envoy = start_envoy(
+            fail_open(render_envoy(local_addresses(upstream.addr, authz_addr), template)), workdir
+        )
         stack.callback(envoy.stop)
         if real_time:
             for pid in (sidecar.process.pid, envoy.process.pid):
@@ -310,8 +317,11 @@ def main() -> None:
     parser.add_argument("--old-layout", action="store_true")
     parser.add_argument("--max-body", type=int, help="the sidecar's --http-max-body-bytes")
     parser.add_argument("--realtime", action="store_true")
+    parser.add_argument("--http-mode", action="store_true", help="Envoy asks the HTTP listener under attack")
     args = parser.parse_args()
-    figures = measure(args.seconds, args.sidecar_tree, args.old_layout, args.max_body, args.realtime)
+    figures = measure(
+        args.seconds, args.sidecar_tree, args.old_layout, args.max_body, args.realtime, args.http_mode
+    )
     print(json.dumps(asdict(figures), indent=2))
 
 

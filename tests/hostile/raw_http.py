@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 from dataclasses import dataclass, field
@@ -50,8 +51,6 @@ def exchange(target: tuple[str, int] | str, data: bytes, timeout: float = 5.0) -
     """Send `data` at once and read the answer's head (a server may answer and
     close before taking all of it)."""
     with connect(target) as sock:
-        try:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             sock.sendall(data)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
         return read_answer(sock, timeout)

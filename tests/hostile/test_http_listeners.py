@@ -229,3 +229,32 @@ async def test_listeners_on_unix_sockets(fault_opa: FaultOpa, tmp_path: Any) -> 
         check = await asyncio.to_thread(exchange, http_sock, head("/ext_authz/orders"))
         health = await asyncio.to_thread(exchange, probe_sock, head("/healthz"))
     assert (check.status, health.status) == (200, 200)
+
+
+async def test_at_the_cap_a_busy_pooled_connection_outlives_idle_newcomers(sidecar: SidecarHandle) -> None:
+    """A proxy's pooled connection has served many requests; a client that opens
+    connections to sit on them has served one each. The cap evicts the latter."""
+    cap = LIMITS["http_max_connections"]
+
+    def pool_then_crowd() -> tuple[int, list[int]]:
+        pooled = connect(authz(sidecar))
+        crowd: list[socket.socket] = []
+        try:
+            for _ in range(3):
+                pooled.sendall(head("/ext_authz/orders"))
+                read_answer(pooled)
+            for _ in range(2 * cap):
+                sock = connect(authz(sidecar))
+                sock.sendall(head("/ext_authz/orders"))
+                read_answer(sock)
+                crowd.append(sock)
+            pooled.sendall(head("/ext_authz/orders"))
+            return read_answer(pooled).status, [s.fileno() for s in crowd]
+        finally:
+            pooled.close()
+            for sock in crowd:
+                sock.close()
+
+    status, _ = await asyncio.to_thread(pool_then_crowd)
+    assert status == 200
+    assert sidecar.sidecar.http.connections.evicted >= cap
