@@ -1,6 +1,6 @@
 """Command line: ``opa-sidecar serve [flags]`` (exit 0 on a clean stop, 2 on bad
-configuration, 1 when serving cannot start) and ``opa-sidecar lint PATH...``
-(docs/lint.md)."""
+configuration or an address it cannot listen on, 1 when serving fails
+otherwise) and ``opa-sidecar lint PATH...`` (docs/lint.md)."""
 
 from __future__ import annotations
 
@@ -50,10 +50,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    from sidecar.listen_sockets import ListenError
     from sidecar.workers import Supervisor, is_worker
 
     if settings.workers > 1 and not is_worker():
-        return Supervisor(settings, list(sys.argv[1:] if argv is None else argv)).run()
+        try:
+            return Supervisor(settings, list(sys.argv[1:] if argv is None else argv)).run()
+        except ListenError as exc:
+            print(f"opa-sidecar: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
     from sidecar.server import StartupError, serve  # grpc loads only when serving
 
     try:
@@ -62,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:  # TLS material or a token file with bad content
         print(f"opa-sidecar: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    except StartupError as exc:
+    except StartupError as exc:  # an address taken or not bindable
         print(f"opa-sidecar: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+        return EXIT_CONFIG
     return EXIT_OK

@@ -69,12 +69,14 @@ class HttpListener:
         limits: HttpLimits,
         refuser: Refuser,
         reuse_port: bool = False,
+        sock: socket.socket | None = None,
     ) -> None:
         self._addr = addr
         self.app = app
         self._limits = limits
         self._refuser = refuser
         self._reuse_port = reuse_port
+        self._sock = sock  # a listening socket bound by the --workers parent
         self.connections = ConnectionTable(limits.max_connections)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         self._server: asyncio.Server | None = None
@@ -93,7 +95,10 @@ class HttpListener:
             )
 
         try:
-            if self._addr.unix_path is not None:
+            if self._sock is not None:
+                self._server = await loop.create_server(connection, sock=self._sock)
+                self.port = self._sock.getsockname()[1]
+            elif self._addr.unix_path is not None:
                 self._server = await loop.create_unix_server(connection, self._addr.unix_path)
             else:
                 self._server = await loop.create_server(

@@ -18,10 +18,12 @@ from sidecar.authorizer import Authorizer
 from sidecar.config import ConfigError, ListenAddress, Settings
 from sidecar.decision_log import DecisionLog
 from sidecar.envoy.service import SERVICE_NAME, CheckService
+from sidecar.grpc_relay import GrpcRelay, private_grpc_address
 from sidecar.http_authz import HttpAuthz
 from sidecar.http_limits import authz_limits, probe_limits
 from sidecar.http_listener import HttpListener, authz_app, probe_app
 from sidecar.http_refusal import DecisionRefuser, PlainRefuser
+from sidecar.listen_sockets import stop_accepting
 from sidecar.masking import Masker
 from sidecar.metrics import Metrics
 from sidecar.opa.client import OpaClient
@@ -31,6 +33,7 @@ from sidecar.readiness import Readiness
 from sidecar.recording import Recorder
 from sidecar.shadow import Shadow
 from sidecar.tls import grpc_server_credentials, opa_ssl_context
+from sidecar.worker_link import heartbeat_fd, inherited_listeners, send_heartbeats
 
 log = logging.getLogger("sidecar")
 
@@ -41,6 +44,11 @@ _GRPC_OPTIONS = [("grpc.max_receive_message_length", -1)]
 # Checks still waiting this long before the grace ends are denied, so that
 # each gets its answer before gRPC cancels what remains.
 _ABORT_AHEAD_SECONDS = 0.25
+# The drain ends once no check is in flight and none has arrived for this long:
+# gRPC hands a received call to a handler within a loop turn or two, so by then
+# nothing it received is left waiting. Only then is gRPC stopped, because
+# stopping it cancels, unanswered, every call no handler has picked up yet.
+_QUIET_SECONDS = 0.1
 
 
 def _bound(addr: ListenAddress, port: int) -> ListenAddress:
@@ -104,11 +112,16 @@ class Sidecar:
             self.health, self.metrics, None if settings.ready_without_opa else self.opa.healthy
         )
         authz = HttpAuthz(self.authorizer, self.recorder, settings.http_failure_status)
-        shared = settings.workers > 1
+        # A --workers parent bound the listening sockets; a single process binds its own.
+        self._inherited = inherited_listeners()
         refuser = DecisionRefuser(self.recorder, settings.http_failure_status)
         limits = authz_limits(settings)
         self.http = HttpListener(
-            settings.http_addr, authz_app(authz, limits, refuser), limits, refuser, reuse_port=shared
+            settings.http_addr,
+            authz_app(authz, limits, refuser),
+            limits,
+            refuser,
+            sock=self._inherited.get("http"),
         )
         probe = probe_limits(settings)
         self.probes = HttpListener(
@@ -116,11 +129,10 @@ class Sidecar:
             probe_app(self.metrics, self.readiness, probe, PlainRefuser()),
             probe,
             PlainRefuser(),
-            reuse_port=shared,
+            sock=self._inherited.get("probe"),
         )
-        # Workers share the ports; a single process must own its port.
-        reuse_port = int(settings.workers > 1)
-        self._server = grpc.aio.server(options=[*_GRPC_OPTIONS, ("grpc.so_reuseport", reuse_port)])
+        # Workers share the socket their parent bound: no process sets SO_REUSEPORT.
+        self._server = grpc.aio.server(options=[*_GRPC_OPTIONS, ("grpc.so_reuseport", 0)])
         self._server.add_generic_rpc_handlers([self.service.handler()])
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         if settings.grpc_reflection:
@@ -128,6 +140,7 @@ class Sidecar:
                 [SERVICE_NAME, "grpc.health.v1.Health", reflection.SERVICE_NAME], self._server
             )
         self.grpc_port = 0
+        self._relay: GrpcRelay | None = None
         self._stopped = False
 
     @property
@@ -140,6 +153,11 @@ class Sidecar:
 
     async def start(self) -> None:
         target = self.grpc_target
+        shared = self._inherited.get("grpc")
+        if shared is not None:
+            # gRPC listens privately; the relay feeds it from the shared socket.
+            target, socket_name = private_grpc_address()
+            self._relay = GrpcRelay(shared, socket_name)
         credentials = grpc_server_credentials(self.settings)
         try:
             if credentials is None:
@@ -150,7 +168,9 @@ class Sidecar:
             raise StartupError(f"cannot listen on {target}: {exc}") from None
         if bound == 0:
             raise StartupError(f"cannot listen on {target}")
-        if self.settings.grpc_addr.unix_path is None:
+        if shared is not None:
+            self.grpc_port = shared.getsockname()[1]
+        elif self.settings.grpc_addr.unix_path is None:
             self.grpc_port = bound
         for flag, listener, addr in (
             ("--http-addr", self.http, self.settings.http_addr),
@@ -161,6 +181,8 @@ class Sidecar:
             except OSError as exc:
                 raise StartupError(f"cannot listen on {flag} {addr}: {exc.strerror}") from None
         await self._server.start()
+        if self._relay is not None:
+            await self._relay.start()
         await self.readiness.start()
         log.info(
             "serving ext_authz v3 on %s (%s); HTTP checks on %s; health and metrics on %s; "
@@ -174,31 +196,39 @@ class Sidecar:
         )
 
     async def stop(self, grace: float | None = None, force: asyncio.Event | None = None) -> None:
-        """Stop accepting, answer every in-flight check, then close.
+        """Stop accepting, answer every check received, then close.
 
-        Checks end within their own budget; if ``grace`` runs out first, or
-        ``force`` is set (a second SIGTERM), what remains is denied. Only the
-        first call does anything, so an owner may stop a sidecar a test or
-        signal handler already stopped.
+        The connections already open keep being served, so every check gRPC has
+        received reaches a handler and gets a real answer, until none is in
+        flight and none arrives for a moment. Checks end within their own
+        budget; if ``grace`` runs out first, or ``force`` is set (a second
+        SIGTERM), what remains is denied. Only the first call does anything, so
+        an owner may stop a sidecar a test or signal handler already stopped.
         """
         if self._stopped:
             return
         self._stopped = True
+        loop = asyncio.get_running_loop()
         grace = self.settings.shutdown_grace if grace is None else grace
+        ends = loop.time() + grace
         await self.readiness.draining()
-        stopping = asyncio.create_task(self._server.stop(grace))
-        drained = asyncio.create_task(self._checks_drained(stopping))
-        abort_at = max(grace - _ABORT_AHEAD_SECONDS, 0.0)
-        waiters: list[asyncio.Future[Any]] = [drained]
+        self._stop_accepting()
+        quiet = asyncio.ensure_future(self._quiet())
+        waiters: list[asyncio.Future[Any]] = [quiet]
         if force is not None:
             waiters.append(asyncio.ensure_future(force.wait()))
-        done, _ = await asyncio.wait(waiters, timeout=abort_at, return_when=asyncio.FIRST_COMPLETED)
-        if drained not in done:
-            log.warning("denying %d checks still in flight", self.authorizer.inflight)
-            self.authorizer.abort_all()
-        await stopping
+        abort_in = max(ends - _ABORT_AHEAD_SECONDS - loop.time(), 0.0)
+        done, _ = await asyncio.wait(waiters, timeout=abort_in, return_when=asyncio.FIRST_COMPLETED)
         for waiter in waiters:
             waiter.cancel()
+        if quiet not in done:
+            log.warning("denying %d checks still in flight", self.authorizer.inflight)
+            self.authorizer.abort_all()
+        # GOAWAY on every connection; calls still running end with their answer.
+        await self._server.stop(max(ends - loop.time(), _ABORT_AHEAD_SECONDS))
+        # HTTP-mode checks are not part of gRPC's stop; abort_all has denied them.
+        while self.authorizer.inflight:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
         await self.http.stop()
         await self.probes.stop()
         if self.shadow is not None:
@@ -206,13 +236,27 @@ class Sidecar:
         self.opa.close()
         self.decisions.close()
 
-    async def _checks_drained(self, grpc_stopped: asyncio.Task[None]) -> None:
-        """gRPC has drained and no check is left from any way in: the HTTP
-        listener's checks (HTTP mode, JSON API) are not part of gRPC's drain."""
-        await asyncio.wait([grpc_stopped])
-        # The authorizer signals nothing when it goes idle; polling only runs during shutdown.
-        while self.authorizer.inflight:  # noqa: ASYNC110
+    def _stop_accepting(self) -> None:
+        if self._relay is not None:
+            self._relay.stop_accepting()  # the parent refuses new connections on the shared socket
+            return
+        addr = self.settings.grpc_addr
+        if addr.unix_path is None:
+            addr = ListenAddress(addr.host, self.grpc_port)
+        if not stop_accepting(addr):
+            log.warning("gRPC listener on %s not found: it accepts until gRPC stops", addr)
+
+    async def _quiet(self) -> None:
+        """Returns once no check is in flight (from any way in) and no gRPC check
+        has arrived for _QUIET_SECONDS."""
+        loop = asyncio.get_running_loop()
+        seen, since = self.service.received, loop.time()
+        while True:
             await asyncio.sleep(0.01)
+            if self.authorizer.inflight or self.service.received != seen:
+                seen, since = self.service.received, loop.time()
+            elif loop.time() - since >= _QUIET_SECONDS:
+                return
 
 
 async def serve(settings: Settings) -> None:
@@ -220,6 +264,8 @@ async def serve(settings: Settings) -> None:
     # those are read here, after the flags are parsed.
     sidecar = Sidecar(settings)
     await sidecar.start()
+    beats = heartbeat_fd()
+    heartbeats = asyncio.create_task(send_heartbeats(beats)) if beats is not None else None
     # What exists now lives as long as the process: out of the collector's
     # sight, a full collection (which runs on the event loop, between checks)
     # walks only what requests left behind, not every module and message type.
@@ -236,4 +282,6 @@ async def serve(settings: Settings) -> None:
     log.info("stopping: no new checks; answering the %d in flight", sidecar.authorizer.inflight)
     with contextlib.suppress(asyncio.CancelledError):
         await sidecar.stop(force=force)
+    if heartbeats is not None:
+        heartbeats.cancel()
     log.info("stopped")

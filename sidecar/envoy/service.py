@@ -25,9 +25,11 @@ class CheckService:
     def __init__(self, authorizer: Authorizer, recorder: Recorder) -> None:
         self._authorizer = authorizer
         self._recorder = recorder
+        self.received = 0  # checks that reached this handler: the drain waits until it stops growing
 
     async def check(self, request_bytes: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
         started = time.perf_counter()
+        self.received += 1
         decision_id = str(uuid.uuid4())
         try:
             outcome = await self._recorder.outcome(
