@@ -97,20 +97,15 @@ CASES = (
 )
 
 
-def shipped_config(
-    mode: str, upstream: str, authz: str, pack_as_bytes: bool | None = None, utf8_guard: bool = True
-) -> str:
+def shipped_config(mode: str, upstream: str, authz: str, pack_as_bytes: bool | None = None) -> str:
     """The shipped template of `mode` for these addresses; `pack_as_bytes` overrides the
-    template's choice (gRPC mode only); `utf8_guard=False` leaves out the Lua filter that
-    refuses header values outside UTF-8, to see what Envoy itself forwards."""
+    template's choice (gRPC mode only)."""
     template = ENVOY_TEMPLATE if mode == "grpc" else ENVOY_HTTP_TEMPLATE
     config = render_envoy(local_addresses(upstream, authz), template)
-    if pack_as_bytes is None and utf8_guard:
+    if pack_as_bytes is None:
         return config
     document = yaml.safe_load(config)
     hcm = document["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-    if not utf8_guard:
-        hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] != "envoy.filters.http.lua"]
     if pack_as_bytes is not None:
         [ext_authz] = [f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.ext_authz"]
         ext_authz["typed_config"]["with_request_body"]["pack_as_bytes"] = pack_as_bytes
@@ -220,7 +215,7 @@ def _byte_observer(mode: str, pack_as_bytes: bool | None) -> Iterator[tuple[Obse
         else:
             http_authz = stack.enter_context(recording_http_authz())
             authz_addr = f"127.0.0.1:{http_authz.server_address[1]}"
-        config = shipped_config(mode, upstream_addr, authz_addr, pack_as_bytes, utf8_guard=False)
+        config = shipped_config(mode, upstream_addr, authz_addr, pack_as_bytes)
         envoy = start_envoy(config, workdir)
         stack.callback(envoy.stop)
         yield Observer(mode, envoy, None, grpc_authz, http_authz), upstream

@@ -118,12 +118,11 @@ def test_http_mode_envoy_config_keeps_its_fail_closed_settings() -> None:
     assert "allowed_upstream_headers_to_append" not in response
     names = [f["name"] for f in config.connection_manager["http_filters"]]
     assert names == [
-        "envoy.filters.http.lua",
         "envoy.filters.http.header_mutation",
         "envoy.filters.http.ext_authz",
         "envoy.filters.http.router",
     ]
-    mutations = config.connection_manager["http_filters"][1]["typed_config"]["mutations"]
+    mutations = config.connection_manager["http_filters"][0]["typed_config"]["mutations"]
     assert [m["remove"] for m in mutations["request_mutations"]] == upstream
     client = {pattern["exact"] for pattern in response["allowed_client_headers"]["patterns"]}
     assert DECISION_HEADER in client
@@ -136,8 +135,8 @@ def test_http_mode_differs_from_grpc_mode_only_in_how_envoy_asks_the_sidecar() -
     http = EnvoyConfig.load(render_envoy(HTTP_MODE_ADDRESSES, ENVOY_HTTP_TEMPLATE)).raw
     for raw in (grpc, http):
         hcm = raw["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-        # The same refusal of header bytes outside UTF-8, and the same router, in both.
-        kept = ("envoy.filters.http.lua", "envoy.filters.http.router")
+        # The same router in both.
+        kept = ("envoy.filters.http.router",)
         hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] in kept]
         log_format = hcm["access_log"][0]["typed_config"]["log_format"]["json_format"]
         for field in ("authz_decision_id", "authz_deny_reason"):
