@@ -77,7 +77,7 @@ class Settings:
     http_max_connections: int = 128
     http_header_timeout: float = 2.0
     http_body_timeout: float = 2.0
-    http_idle_timeout: float = 60.0
+    http_idle_timeout: float = 3630.0
     ready_without_opa: bool = False
     grpc_reflection: bool = False
     decision_log: str = "-"
@@ -417,9 +417,10 @@ SERVE_OPTIONS: tuple[Option, ...] = (
     Option(
         "--http-idle-timeout",
         "http_idle_timeout",
-        _positive_seconds(3600),
-        "seconds a kept-alive connection with no request stays open on the HTTP listeners",
-        "60",
+        _positive_seconds(86400),
+        "seconds a kept-alive connection with no request stays open on the HTTP listeners; longer "
+        "than Envoy's one-hour upstream idle timeout, so Envoy closes its pooled connections first",
+        "3630",
     ),
     Option(
         "--ready-without-opa",
