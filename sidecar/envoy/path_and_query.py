@@ -44,6 +44,10 @@ def parse_path_and_query(path: str) -> tuple[list[str], dict[str, list[str]]]:
     # (no authority parsing: "//admin/x" is ["admin", "x"]). "" gives [""].
     raw_path, _, raw_query = path.partition("?")
     decoded = _unescape(raw_path, plus_is_space=False, what="path")
+    if ";" in decoded or "\\" in decoded:
+        # Servlet containers drop ";params" from a segment and some servers read a
+        # backslash as "/": the application could route a path the policy never saw.
+        raise BadRequest("path holds ';' or a backslash, which servers resolve differently")
     return decoded.lstrip("/").split("/"), parse_query(raw_query, what="query")
 
 
