@@ -18,6 +18,7 @@ from sidecar.authorizer import Authorizer
 from sidecar.config import ConfigError, ListenAddress, Settings
 from sidecar.decision_log import DecisionLog
 from sidecar.envoy.service import SERVICE_NAME, CheckService
+from sidecar.grpc_options import server_options
 from sidecar.grpc_relay import GrpcRelay, private_grpc_address
 from sidecar.http_authz import HttpAuthz
 from sidecar.http_limits import authz_limits, probe_limits
@@ -37,10 +38,6 @@ from sidecar.worker_link import heartbeat_fd, inherited_listeners, send_heartbea
 
 log = logging.getLogger("sidecar")
 
-# gRPC refuses messages over 4 MiB with an error status before any handler
-# runs, and Envoy may treat an error as an allow. So gRPC takes any size and
-# the handler denies one over --max-request-bytes before parsing it.
-_GRPC_OPTIONS = [("grpc.max_receive_message_length", -1)]
 # Checks still waiting this long before the grace ends are denied, so that
 # each gets its answer before gRPC cancels what remains.
 _ABORT_AHEAD_SECONDS = 0.25
@@ -131,8 +128,12 @@ class Sidecar:
             PlainRefuser(),
             sock=self._inherited.get("probe"),
         )
-        # Workers share the socket their parent bound: no process sets SO_REUSEPORT.
-        self._server = grpc.aio.server(options=[*_GRPC_OPTIONS, ("grpc.so_reuseport", 0)])
+        options = server_options(
+            settings.max_request_bytes,
+            settings.opa_timeout,
+            reuse_port=False,  # workers share the socket their parent bound
+        )
+        self._server = grpc.aio.server(options=options)
         self._server.add_generic_rpc_handlers([self.service.handler()])
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         if settings.grpc_reflection:

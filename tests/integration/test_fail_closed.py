@@ -226,6 +226,12 @@ class _Context:
     def time_remaining(self) -> float | None:
         return self.remaining
 
+    def peer(self) -> str:
+        return "ipv4:127.0.0.1:40000"
+
+    def add_done_callback(self, callback: object) -> None:
+        pass
+
 
 @pytest.mark.parametrize("remaining", [-1.0, 0.0, 0.005])
 async def test_a_deadline_already_past_makes_no_opa_request(
