@@ -1,7 +1,7 @@
 # Entry points for a fresh machine. Each target sets up .venv first.
 VENV := .venv/bin
 
-.PHONY: setup system-tools test lint demo protos bench
+.PHONY: setup system-tools opa test lint demo protos bench
 
 setup:
 	./scripts/setup-venv.sh
@@ -9,8 +9,13 @@ setup:
 system-tools:
 	./scripts/install-system-tools.sh
 
+# The real OPA server, built from the Go module proxy into .venv/bin (without Go:
+# an opa on PATH, else the test server on the OPA engine; it says which).
+opa: setup
+	./scripts/install-opa.sh
+
 # The whole test suite: lint, types, then every test. .ci/run calls this.
-test: setup system-tools lint
+test: setup system-tools opa lint
 	$(VENV)/pytest
 
 lint: setup
@@ -18,14 +23,13 @@ lint: setup
 	$(VENV)/ruff format --check .
 	$(VENV)/mypy
 
-# OPA (a real `opa` if on PATH, else the test server on the real engine),
-# the sidecar and Envoy on this machine, with a guided tour.
-demo: setup
+# OPA, the sidecar and Envoy on this machine, with a guided tour.
+demo: setup opa
 	$(VENV)/python -m scripts.demo
 
 protos: setup
 	$(VENV)/python scripts/gen_protos.py
 
 # The benchmark harness (see bench/README or bench/REPORT.md).
-bench: setup system-tools
+bench: setup system-tools opa
 	$(VENV)/python -m bench

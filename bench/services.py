@@ -15,6 +15,7 @@ from pathlib import Path
 from bench.configs import render
 from bench.decisions import DecisionLogReader
 from bench.procs import BenchError, Service, free_port
+from tests.fixtures.opa import opa_binary
 
 REPO = Path(__file__).resolve().parent.parent
 STARTUP_TIMEOUT = 60.0
@@ -65,8 +66,15 @@ def start_nginx(nginx: str, workdir: Path) -> Server:
 
 
 def start_opa(workdir: Path) -> Server:
+    """The real `opa run --server` when there is one (as the tests pick it), else the
+    OPA test server on the OPA engine."""
     port = free_port()
-    argv = [sys.executable, "-m", "tests.opa_server", "--addr", f"127.0.0.1:{port}"]
+    binary = opa_binary()
+    if binary:
+        argv = [binary, "run", "--server", "--addr", f"127.0.0.1:{port}", "--skip-version-check"]
+        argv += ["--log-level=error"]
+    else:
+        argv = [sys.executable, "-m", "tests.opa_server", "--addr", f"127.0.0.1:{port}"]
     argv += ["rego", "scripts/demo_data.json"]  # with the demo's routes, whose public one R's requests take
     return Server(Service("opa", argv, workdir, REPO), port)
 

@@ -1,13 +1,15 @@
 """The Rego tests of `rego/`, each one its own pytest case, on the real OPA engine.
 
-Also runs `opa test rego/` when a real `opa` is available (`OPA_BIN` or PATH); that case
-exists only then, and checks that `opa test` ran exactly the tests found here.
+With a real `opa` (the one `scripts/install-opa.sh` builds, `OPA_BIN` or PATH) also runs
+`opa test rego/`, checking that it ran exactly the tests found here, and `opa check --strict
+rego/`; those cases exist only then.
 """
 
 from __future__ import annotations
 
 import json
 import stat
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -155,3 +157,15 @@ if opa_binary():
         assert run.returncode == 0, run.output
         assert not run.failed, run.output
         assert run.passed == {test.qualified_name for test in DISCOVERED}, run.output
+
+    def test_opa_check_strict_accepts_every_module() -> None:
+        binary = opa_binary()
+        assert binary is not None
+        done = subprocess.run(
+            [binary, "check", "--strict", str(REGO_DIR)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
