@@ -10,6 +10,7 @@ share one accept queue.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import socket
 
@@ -83,11 +84,17 @@ def _bound_to(sock: socket.socket, addr: ListenAddress) -> bool:
 
 
 def _same_host(bound: str, wanted: str) -> bool:
+    """gRPC may bind an IPv4 address on an IPv6 socket, as ``::ffff:a.b.c.d``, and
+    the IPv4 wildcard as the dual-stack ``::``."""
     try:
-        return _packed(bound) == _packed(wanted)
-    except OSError:
+        have, want = _unmapped(bound), _unmapped(wanted)
+    except ValueError:
         return False
+    return have == want or (have.is_unspecified and want.is_unspecified)
 
 
-def _packed(host: str) -> bytes:
-    return socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
+def _unmapped(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    address = ipaddress.ip_address(host.split("%", 1)[0])
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address

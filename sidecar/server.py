@@ -165,10 +165,11 @@ class Sidecar:
                 bound = self._server.add_insecure_port(target)
             else:
                 bound = self._server.add_secure_port(target, credentials)
-        except RuntimeError as exc:
-            raise StartupError(f"cannot listen on {target}: {exc}") from None
+        except RuntimeError:
+            bound = 0
         if bound == 0:
-            raise StartupError(f"cannot listen on {target}")
+            # gRPC does not say why; a port that is taken is the usual reason.
+            raise StartupError(f"cannot listen on --grpc-addr {target}: taken, or not an address here")
         if shared is not None:
             self.grpc_port = shared.getsockname()[1]
         elif self.settings.grpc_addr.unix_path is None:

@@ -40,7 +40,7 @@ from sidecar.worker_link import FDS_ENV, WORKER_ENV, encode_fds, is_worker
 __all__ = ["Supervisor", "is_worker"]
 
 _STARTUP_SECONDS = 2.0  # a worker that exits by itself this soon did not start: stop, do not loop
-_FIRST_HEARTBEAT_SECONDS = 30.0  # imports, TLS material, binding: a worker not serving by then is stuck
+_FIRST_HEARTBEAT_SECONDS = 20.0  # imports, TLS material, binding: a worker not serving by then is stuck
 # A worker whose loop sent nothing for this long is stuck or stopped. Each
 # check waits far less (Envoy gives up after 0.25 s); a shorter bound would
 # replace workers that a busy machine merely starves for a moment.

@@ -31,7 +31,7 @@ from tests.operations.sidecar_process import REPO_ROOT, child_env, free_port, se
 
 READY_LINE = "serving ext_authz v3 on"
 # Answered within the sidecar's 0.15 s budget, and a deny: no 200 comes from OPA.
-OPA_DENIES = Behaviour.delayed(0.05, Behaviour.json({"allowed": False}))
+OPA_DENIES = Behaviour.delayed(0.05, Behaviour.json({"result": False}))
 
 
 @dataclass

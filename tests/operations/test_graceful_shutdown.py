@@ -58,8 +58,9 @@ def _tcp_connect(target: str) -> str:
 
 
 async def _refused(target: str) -> grpc.StatusCode:
-    """What a client opening a new connection now gets."""
-    async with grpc.aio.insecure_channel(target) as channel:
+    """What a client opening a new connection now gets (its own subchannel: a
+    channel to the same target would otherwise reuse the open connection)."""
+    async with grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
         stub = AuthorizationStub(channel)  # type: ignore[no-untyped-call]
         try:
             await stub.Check(check_request(), timeout=1.0)

@@ -1,5 +1,6 @@
 """--workers N: processes share the ports, metrics add up across them, a dead
-worker is replaced, and SIGTERM stops them all cleanly."""
+or stopped worker is replaced (and a stopped one gets no new connection
+meanwhile), and SIGTERM stops them all cleanly, even during a restart backoff."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ import pytest
 
 from sidecar._proto.envoy.service.auth.v3.external_auth_pb2 import CheckResponse
 from sidecar._proto.envoy.service.auth.v3.external_auth_pb2_grpc import AuthorizationStub
+from sidecar.worker_link import HEARTBEAT_INTERVAL_SECONDS
+from sidecar.workers import HEARTBEAT_TIMEOUT_SECONDS, _next_backoff
 from tests.check_requests import check_request
 from tests.fault_opa import FaultOpa
 
@@ -103,16 +106,16 @@ def workers(fault_opa: FaultOpa, tmp_path: Path) -> Iterator[subprocess.Popen[by
         ],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=(tmp_path / "stderr.log").open("wb"),
     )
     proc.grpc_port, proc.probe_port = grpc_port, probe_port  # type: ignore[attr-defined]
+    proc.stderr_path = tmp_path / "stderr.log"  # type: ignore[attr-defined]
 
     def serving() -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", grpc_port), timeout=0.2):
-                return len(children(proc.pid)) == 2
-        except OSError:
-            return False
+        # The parent's socket takes connections before any worker serves them:
+        # wait for each worker to say it serves.
+        ready = (tmp_path / "stderr.log").read_text().count("serving ext_authz v3 on")
+        return ready == 2 and len(children(proc.pid)) == 2
 
     wait_for(serving)
     yield proc
@@ -176,3 +179,75 @@ def test_workers_refuse_unix_sockets(fault_opa: FaultOpa, tmp_path: Path) -> Non
     )
     assert done.returncode == 2
     assert b"--workers" in done.stderr
+
+
+async def check_on_a_new_connection(target: str, timeout: float) -> int | None:
+    """One check on a connection of its own: the status code, or None if unanswered in time."""
+    async with grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
+        stub = AuthorizationStub(channel)  # type: ignore[no-untyped-call]
+        try:
+            response: CheckResponse = await stub.Check(check_request(), timeout=timeout)
+        except grpc.aio.AioRpcError:
+            return None
+        return int(response.status.code)
+
+
+def test_a_stopped_worker_gets_no_new_connection_and_is_replaced(workers: subprocess.Popen[bytes]) -> None:
+    target = f"127.0.0.1:{workers.grpc_port}"  # type: ignore[attr-defined]
+    victim = min(children(workers.pid))
+    os.kill(victim, signal.SIGSTOP)  # as a stuck event loop: alive, answering nothing
+    stopped = time.monotonic()
+
+    async def while_stopped() -> tuple[list[int | None], float]:
+        # Envoy's timeout: an answer later than this is no answer.
+        codes = [await check_on_a_new_connection(target, 0.25)]
+        while victim in children(workers.pid):
+            codes.append(await check_on_a_new_connection(target, 0.25))
+        return codes, time.monotonic() - stopped
+
+    try:
+        codes, replaced_after = asyncio.run(while_stopped())
+    finally:
+        if alive(victim):
+            os.kill(victim, signal.SIGKILL)
+    # Every new connection went to the running worker, which answered in time
+    # (a deny is an answer: a first check may find OPA's connection still opening).
+    assert None not in codes
+    assert len(codes) > 10
+    # Its last heartbeat came up to one interval before it stopped.
+    earliest = HEARTBEAT_TIMEOUT_SECONDS - HEARTBEAT_INTERVAL_SECONDS
+    assert earliest <= replaced_after < HEARTBEAT_TIMEOUT_SECONDS + 1.0
+    stderr = workers.stderr_path.read_text()  # type: ignore[attr-defined]
+    assert f"(pid {victim}) sent no heartbeat for" in stderr
+    wait_for(lambda: len(children(workers.pid)) == 2)
+    assert asyncio.run(many_checks(target, 50)) == [0] * 50
+
+
+def test_sigterm_during_a_restart_backoff_stops_everything_with_exit_0(
+    workers: subprocess.Popen[bytes],
+) -> None:
+    # The same worker dying soon after each start pushes its backoff up: 0.1, 0.2, 0.4, 0.8 s.
+    victim = min(children(workers.pid))
+    for _ in range(4):
+        before = children(workers.pid)
+        os.kill(victim, signal.SIGKILL)
+        wait_for(lambda: len(children(workers.pid) - {victim}) == 2)  # noqa: B023
+        (victim,) = children(workers.pid) - before
+    os.kill(victim, signal.SIGKILL)  # its restart is due in 1.6 s
+    time.sleep(0.3)
+    assert len(children(workers.pid)) == 1  # waiting out the backoff
+    workers.send_signal(signal.SIGTERM)
+    assert workers.wait(10) == 0
+    stderr = workers.stderr_path.read_text()  # type: ignore[attr-defined]
+    assert "restarting in 1.6 s" in stderr
+    assert stderr.count("started (pid") == 2 + 4  # none after the signal
+
+
+def test_the_restart_backoff_grows_while_workers_fail_and_resets_after_a_healthy_run() -> None:
+    backoff = 0.0
+    seen = []
+    for _ in range(8):
+        backoff = _next_backoff(backoff, ran=0.5)
+        seen.append(backoff)
+    assert seen == [0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0]
+    assert _next_backoff(5.0, ran=10.0) == 0.0
