@@ -81,6 +81,7 @@ class Settings:
     ready_without_opa: bool = False
     grpc_reflection: bool = False
     decision_log: str = "-"
+    decision_log_backlog_bytes: int = 4 << 20
     log_input: bool = False
     mask_headers: tuple[str, ...] = ()
     mask_pointers: tuple[JsonPointer, ...] = ()
@@ -444,6 +445,14 @@ SERVE_OPTIONS: tuple[Option, ...] = (
         writable_log,
         "where decision log lines go: - for stdout, or a file to append to",
         "-",
+    ),
+    Option(
+        "--decision-log-backlog-bytes",
+        "decision_log_backlog_bytes",
+        _int_range(64 << 10, 1 << 30),
+        "decision log bytes that may wait for a slow destination; while it is full, or after a "
+        "failed write, checks are denied (internal_error) because their decision cannot be recorded",
+        str(4 << 20),
     ),
     Option(
         "--log-input",

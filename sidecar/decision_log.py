@@ -2,7 +2,8 @@
 
 By default the request's query string, headers and body are never written:
 they are where tokens travel. With ``--log-input`` the input document is
-added after masking (see sidecar/masking.py).
+added after masking (see sidecar/masking.py). Lines are written off the event
+loop from a bounded backlog (see sidecar/log_writer.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import IO, Any
 import orjson
 
 from sidecar.authorizer import Outcome
+from sidecar.log_writer import LineWriter
 from sidecar.masking import Masker
 from sidecar.shadow import ShadowResult
 from sidecar.verdict import Allow, Deny, Verdict
@@ -28,6 +30,11 @@ def _timestamp() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z"
 
 
+DEFAULT_BACKLOG_BYTES = 4 << 20
+# How long closing waits for the backlog to reach a slow destination.
+_CLOSE_SECONDS = 2.0
+
+
 class DecisionLog:
     def __init__(
         self,
@@ -35,18 +42,25 @@ class DecisionLog:
         stream: IO[bytes] | None = None,
         *,
         masker: Masker | None = None,
+        max_backlog_bytes: int = DEFAULT_BACKLOG_BYTES,
     ) -> None:
         self._decision_path = decision_path
         self._stream = stream if stream is not None else sys.stdout.buffer
+        self._writer = LineWriter(self._stream, max_backlog_bytes)
         self._masker = masker  # set only with --log-input
         self.shadow_decision_path = ""
 
     @classmethod
-    def open(cls, destination: str, decision_path: str, masker: Masker | None = None) -> DecisionLog:
-        """``-`` for stdout, else append to a file (line-buffered, so each
-        decision is on disk when the check is answered)."""
+    def open(
+        cls,
+        destination: str,
+        decision_path: str,
+        masker: Masker | None = None,
+        max_backlog_bytes: int = DEFAULT_BACKLOG_BYTES,
+    ) -> DecisionLog:
+        """``-`` for stdout, else append to a file."""
         stream = sys.stdout.buffer if destination == "-" else open(destination, "ab")  # noqa: SIM115
-        return cls(decision_path, stream, masker=masker)
+        return cls(decision_path, stream, masker=masker, max_backlog_bytes=max_backlog_bytes)
 
     def record(self, decision_id: str, outcome: Outcome, latency_s: float) -> None:
         verdict = outcome.verdict
@@ -73,13 +87,8 @@ class DecisionLog:
                 entry["source_principal"] = request.attributes.source.principal
         if self._masker is not None and outcome.input is not None:
             entry["input"] = self._masker.mask(outcome.input)
-        try:
-            line = orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE)
-        except TypeError:  # integers beyond 64 bits in the logged input
-            entry["input"] = "<not serialisable>"
-            line = orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE)
-        self._stream.write(line)
-        self._stream.flush()
+        # Raises LineNotRecorded when the line cannot be kept: the check is then denied.
+        self._writer.write(orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE))
 
     def record_shadow(self, decision_id: str, enforced: Verdict, shadow: ShadowResult) -> None:
         """A second line for the same decision id: what the candidate policy
@@ -95,9 +104,17 @@ class DecisionLog:
         }
         if isinstance(shadow.verdict, Deny):
             entry["shadow_reason"] = shadow.verdict.reason.value
-        self._stream.write(orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE))
-        self._stream.flush()
+        self._writer.write(orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE))
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until every line taken so far is written (tests, shutdown)."""
+        return self._writer.flush(timeout)
+
+    @property
+    def backlog_bytes(self) -> int:
+        return self._writer.backlog_bytes
 
     def close(self) -> None:
+        self._writer.close(_CLOSE_SECONDS)
         if self._stream is not sys.stdout.buffer:
             self._stream.close()

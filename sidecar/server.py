@@ -100,7 +100,9 @@ class Sidecar:
             max_request_bytes=settings.max_request_bytes,
         )
         masker = Masker(settings.mask_headers, settings.mask_pointers) if settings.log_input else None
-        self.decisions = decisions or DecisionLog.open(settings.decision_log, settings.decision_path, masker)
+        self.decisions = decisions or DecisionLog.open(
+            settings.decision_log, settings.decision_path, masker, settings.decision_log_backlog_bytes
+        )
         self.decisions.shadow_decision_path = settings.shadow_decision_path or ""
         self.recorder = Recorder(self.decisions, self.metrics)
         self.service = CheckService(self.authorizer, self.recorder)
