@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hmac
+import math
 import re
 import time
 from typing import Any, Final
@@ -167,16 +168,38 @@ async def go_router_answers(request: web.Request, handler: Handler) -> web.Strea
         headers = {"Content-Type": "text/plain; charset=utf-8", "X-Content-Type-Options": "nosniff"}
         return web.Response(status=404, body=b"404 page not found\n", headers=headers)
     except web.HTTPMethodNotAllowed:
-        return web.Response(status=405)
+        # The data routes answer a bare 405; the health routes, on Go's ServeMux, name the
+        # methods they allow, in words, except to HEAD (which never gets a body).
+        if not request.path.startswith("/health") or request.method == "HEAD":
+            return web.Response(status=405)
+        headers = {
+            "Allow": "GET, HEAD",
+            "Content-Type": "text/plain; charset=utf-8",
+            "X-Content-Type-Options": "nosniff",
+        }
+        return web.Response(status=405, body=b"Method Not Allowed\n", headers=headers)
 
 
 @web.middleware
 async def body_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
     """An announced oversize body is refused before any handler (or the authorizer) runs."""
-    length = request.content_length
-    if length is not None and length > request.app[MAX_BODY]:
-        return _error(400, "invalid_parameter", "request body too large")
+    length, limit = request.content_length, request.app[MAX_BODY]
+    if length is not None and length > limit:
+        message = f"request body too large: {binary_size(length)} exceeds limit of {limit} bytes"
+        refused = _error(400, "invalid_parameter", f"{message} (server.decoding.max_length)")
+        refused.force_close()  # as OPA: the unread body makes the connection unusable
+        return refused
     return await handler(request)
+
+
+def binary_size(size: int) -> str:
+    """A size as OPA words it: `256 MiB`, `1.5 KiB`, `12 B` (one decimal below 10)."""
+    if size < 10:
+        return f"{size} B"
+    units = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
+    exponent = min(int(math.log(size, 1024)), len(units) - 1)
+    value = math.floor(size / 1024**exponent * 10 + 0.5) / 10
+    return f"{value:.0f} {units[exponent]}" if value >= 10 else f"{value:.1f} {units[exponent]}"
 
 
 @web.middleware
