@@ -56,6 +56,7 @@ class UpstreamRecord:
     args: dict[str, list[str]]  # werkzeug Request.args
     query_parse_qs: dict[str, list[str]]
     query_parse_qsl: list[tuple[str, str]]
+    query_starlette: dict[str, list[str]]  # Starlette's request.query_params
     headers: list[tuple[str, str]]  # names lower-cased, in arrival order
     body: bytes
     peer: str
@@ -140,6 +141,7 @@ def parse_request(environ: dict[str, Any]) -> UpstreamRecord:
         args=wz.args.to_dict(flat=False),
         query_parse_qs=urllib.parse.parse_qs(query, keep_blank_values=True),
         query_parse_qsl=urllib.parse.parse_qsl(query, keep_blank_values=True),
+        query_starlette=_pairs(list(_starlette_request(environ, headers, body).query_params.multi_items())),
         headers=headers,
         body=body,
         peer=f"{environ['REMOTE_ADDR']}:{environ['REMOTE_PORT']}",

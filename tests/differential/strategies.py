@@ -404,6 +404,8 @@ _QUERIES: Final = (
     "?a[]=1&a[]=2",
     "?a=1&A=2",
     "?a=%26b%3Dc",
+    "?a=café",  # raw UTF-8 bytes in the query
+    "?a=caf\udce9",  # a raw byte that is not UTF-8
 )
 
 

@@ -113,7 +113,12 @@ def _compare(doc: dict[str, Any], up: UpstreamRecord, out: list[str]) -> None:
 
 
 def _compare_query(parsed_query: Any, up: UpstreamRecord, out: list[str]) -> None:
-    views = {"werkzeug args": up.args, "parse_qs": up.query_parse_qs, "parse_qsl": _pairs(up.query_parse_qsl)}
+    views = {
+        "werkzeug args": up.args,
+        "parse_qs": up.query_parse_qs,
+        "parse_qsl": _pairs(up.query_parse_qsl),
+        "starlette query_params": up.query_starlette,
+    }
     for name, value in views.items():
         if parsed_query != value:
             out.append(f"parsed_query: policy {parsed_query!r}, {name} {value!r} (query {up.query_string!r})")
