@@ -1,7 +1,7 @@
 """A guided tour of opa-sidecar on this machine, no Docker needed (`make demo`).
 
-Starts OPA (a real `opa` if one is on PATH, else the OPA test server on the real OPA
-engine) serving rego/ with the demo's routes (scripts/demo_data.json), the sidecar,
+Starts OPA (the real `opa` that scripts/install-opa.sh builds, or one on PATH; else the
+OPA test server on the OPA engine) serving rego/ with the demo's routes (scripts/demo_data.json), the sidecar,
 a demo application and Envoy with the configuration of deploy/envoy/, then sends an
 allowed request, a denied one, and one while OPA is stopped, printing the curl
 command for each.
@@ -23,6 +23,7 @@ import socket
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,9 +84,15 @@ class Demo:
         response = self.envoy.request("GET", path, headers=headers)
         return response, len(self.upstream.received) > seen
 
-    def decision(self, path: str) -> dict[str, Any]:
-        entries = [d for d in self.sidecar.decisions() if d.get("path") == path.partition("?")[0]]
-        return entries[-1] if entries else {}
+    def decision(self, path: str, wait: float = 2.0) -> dict[str, Any]:
+        """The sidecar's latest decision for `path`; its log line may land just after Envoy's
+        answer (a fast deny, such as OPA refusing the connection, can beat the log writer)."""
+        deadline = time.monotonic() + wait
+        while True:
+            entries = [d for d in self.sidecar.decisions() if d.get("path") == path.partition("?")[0]]
+            if entries or time.monotonic() > deadline:
+                return entries[-1] if entries else {}
+            time.sleep(0.02)
 
     def expect(self, ok: bool, good: str, bad: str) -> None:
         self.outcomes.append(ok)
