@@ -7,6 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sidecar.lint import rules
+from sidecar.lint.envoy_before_authz import check_before_authz
+from sidecar.lint.envoy_context import EnvoyContext
+from sidecar.lint.envoy_discovery import check_discovered_filter, check_discovered_routes
 from sidecar.lint.envoy_filter import REMOVE_CLIENT_COPIES, UPSTREAM_HEADER_FIELDS
 from sidecar.lint.envoy_model import (
     EARLY_HEADER_MUTATION_TYPE,
@@ -18,22 +21,32 @@ from sidecar.lint.envoy_model import (
     http_filters,
     routes,
 )
+from sidecar.lint.envoy_paths import check_path_normalisation
 from sidecar.lint.findings import Issue, Pointer
+from sidecar.lint.tree import walk
 from sidecar.lint.values import (
     Json,
     NameMatcher,
     as_dict,
     as_list,
+    enum_name,
     envoy_matcher,
     envoy_matchers,
     get_path,
+    is_false,
     is_true,
     typed,
 )
 
 _LOCAL_ACTIONS = frozenset({"direct_response", "redirect"})
-# append_action values that replace the client's value (by name or number).
-_OVERWRITES = frozenset({"OVERWRITE_IF_EXISTS_OR_ADD", "OVERWRITE_IF_EXISTS", 2, 3})
+# HeaderValueOption.append_action, in number order; the last two replace the client's value.
+_APPEND_ACTIONS = (
+    "APPEND_IF_EXISTS_OR_ADD",
+    "ADD_IF_ABSENT",
+    "OVERWRITE_IF_EXISTS_OR_ADD",
+    "OVERWRITE_IF_EXISTS",
+)
+_OVERWRITES = frozenset({"OVERWRITE_IF_EXISTS_OR_ADD", "OVERWRITE_IF_EXISTS"})
 _ADD_FILTER = "add the envoy.filters.http.ext_authz filter to http_filters, before envoy.filters.http.router"
 
 
@@ -44,7 +57,7 @@ class ChainResult:
     ext_authz_names: set[str] = field(default_factory=set)
 
 
-def check_hcm(hcm: dict[str, Json], path: Pointer) -> ChainResult:
+def check_hcm(hcm: dict[str, Json], path: Pointer, context: EnvoyContext) -> ChainResult:
     result = ChainResult()
     filters = http_filters(hcm.get("http_filters"), (*path, "http_filters"))
     ext_authz = [f for f in filters if f.is_ext_authz]
@@ -53,8 +66,12 @@ def check_hcm(hcm: dict[str, Json], path: Pointer) -> ChainResult:
     if not ext_authz:
         result.issues += _missing(hcm, path, route_config, route_config_path)
         return result
+    result.issues += check_before_authz(filters, ext_authz[0])
+    result.issues += check_discovered_routes(hcm, path, context)
+    result.issues += check_path_normalisation(hcm, path)
     router = next((f.index for f in filters if f.is_router), None)
     for authz in ext_authz:
+        result.issues += check_discovered_filter(authz)
         result.ext_authz_names.add(authz.name)
         if authz.config is not None:
             result.ext_authz_configs.add(id(authz.config))
@@ -188,8 +205,7 @@ def _upgrades(hcm: dict[str, Json], path: Pointer) -> list[Issue]:
         config = as_dict(upgrade) or {}
         chain_path: Pointer = (*path, "upgrade_configs", position, "filters")
         chain = http_filters(config.get("filters"), chain_path)
-        enabled = config.get("enabled", True)
-        if not chain or enabled is False or (isinstance(enabled, dict) and enabled.get("value") is False):
+        if not chain or is_false(config.get("enabled")):
             continue
         if any(f.is_ext_authz for f in chain):
             continue
@@ -287,9 +303,22 @@ def removed_before(
         if unwrapped is not None and unwrapped[0] == EARLY_HEADER_MUTATION_TYPE:
             removed += _removals(unwrapped[1].get("mutations"))
     for earlier in filters[: authz.index]:
-        if earlier.type_name == HEADER_MUTATION_TYPE and not is_true(earlier.entry.get("disabled")):
+        if earlier.type_name == HEADER_MUTATION_TYPE and _runs_for_every_request(earlier, route_config):
             removed += _removals(get_path(earlier.config, "mutations", "request_mutations"))
     return removed
+
+
+def _runs_for_every_request(mutation: HttpFilter, route_config: dict[str, Json] | None) -> bool:
+    """A filter disabled by default, behind a matcher, or disabled on some route
+    removes headers for some requests only."""
+    if is_true(mutation.entry.get("disabled")) or mutation.behind_matcher:
+        return False
+    for where, node in walk(route_config):
+        if where and where[-1] == "typed_per_filter_config" and isinstance(node, dict):
+            override = typed(node.get(mutation.name))
+            if override is not None and is_true(override[1].get("disabled")):
+                return False
+    return True
 
 
 def _removals(mutations: Json) -> list[NameMatcher]:
@@ -302,6 +331,7 @@ def _removals(mutations: Json) -> list[NameMatcher]:
         if matcher is not None:
             found.append(matcher)
         overwritten = get_path(config, "append", "header", "key")
-        if isinstance(overwritten, str) and get_path(config, "append", "append_action") in _OVERWRITES:
+        action = enum_name(get_path(config, "append", "append_action") or 0, _APPEND_ACTIONS)
+        if isinstance(overwritten, str) and action in _OVERWRITES:
             found.append(NameMatcher("exact", overwritten))
     return found

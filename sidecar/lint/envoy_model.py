@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from sidecar.lint.findings import Pointer
+from sidecar.lint.tree import walk
 from sidecar.lint.values import Json, as_dict, as_list, is_true, typed
 
 HCM_TYPES = frozenset(
@@ -32,6 +33,8 @@ PER_ROUTE_TYPES = frozenset(
     }
 )
 FILTER_CONFIG_TYPE = "envoy.config.route.v3.FilterConfig"
+ROUTE_TYPE = "envoy.config.route.v3.Route"
+ROUTE_CONFIGURATION_TYPE = "envoy.config.route.v3.RouteConfiguration"
 ROUTER_TYPE = "envoy.extensions.filters.http.router.v3.Router"
 WITH_MATCHER_TYPE = "envoy.extensions.common.matching.v3.ExtensionWithMatcher"
 HEADER_MUTATION_TYPE = "envoy.extensions.filters.http.header_mutation.v3.HeaderMutation"
@@ -67,6 +70,7 @@ class HttpFilter:
     config_path: Pointer
     behind_matcher: bool
     from_ecds: bool
+    discovery_types: tuple[str, ...] = ()  # ECDS: every type the server may send, and the default's
 
     @property
     def name(self) -> str:
@@ -117,9 +121,18 @@ def _http_filter(index: int, path: Pointer, entry: dict[str, Json]) -> HttpFilte
             index, path, entry, type_name, config, (*config_path, *sub_path), behind_matcher, False
         )
     discovery = as_dict(entry.get("config_discovery"))
-    type_urls = [str(url) for url in as_list((discovery or {}).get("type_urls")) or []]
-    ecds_type = next((url.rsplit("/", 1)[-1] for url in type_urls), None)
-    return HttpFilter(index, path, entry, ecds_type, None, config_path, behind_matcher, discovery is not None)
+    if discovery is None:
+        return HttpFilter(index, path, entry, None, None, config_path, behind_matcher, False)
+    types = [str(url).rsplit("/", 1)[-1] for url in as_list(discovery.get("type_urls")) or []]
+    default = typed(discovery.get("default_config"))
+    if default is not None:
+        types.append(default[0])
+    # Counted as ext_authz when the server may send one; the chain checks warn
+    # about the other types it may send instead.
+    ecds_type = next((t for t in types if t in HTTP_EXT_AUTHZ_TYPES), types[0] if types else None)
+    return HttpFilter(
+        index, path, entry, ecds_type, None, config_path, behind_matcher, True, tuple(dict.fromkeys(types))
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +151,8 @@ class RouteEntry:
 
 
 def routes(route_config: dict[str, Json], path: Pointer) -> Iterator[RouteEntry]:
+    """Every route of a route table: those in ``routes`` and those a virtual
+    host's ``matcher`` picks (each a Route in a typed action)."""
     for v_index, virtual_host in enumerate(as_list(route_config.get("virtual_hosts")) or []):
         vhost = as_dict(virtual_host)
         if vhost is None:
@@ -147,6 +162,10 @@ def routes(route_config: dict[str, Json], path: Pointer) -> Iterator[RouteEntry]
             entry = as_dict(route)
             if entry is not None:
                 yield RouteEntry((*vhost_path, "routes", r_index), vhost, vhost_path, entry)
+        for where, node in walk(vhost.get("matcher"), (*vhost_path, "matcher")):
+            unwrapped = typed(node)
+            if unwrapped is not None and unwrapped[0] == ROUTE_TYPE:
+                yield RouteEntry((*where, *unwrapped[2]), vhost, vhost_path, unwrapped[1])
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,13 +183,29 @@ class PerFilterConfig:
         return False
 
 
+def unwrap_filter_config(config: PerFilterConfig) -> PerFilterConfig | None:
+    """The config a FilterConfig envelope carries (``config``), if any."""
+    if config.type_name != FILTER_CONFIG_TYPE:
+        return None
+    inner = typed(config.config.get("config"))
+    if inner is None:
+        return None
+    type_name, fields, sub_path = inner
+    return PerFilterConfig((*config.path, "config", *sub_path), type_name, fields)
+
+
 def per_filter_config(holder: dict[str, Json], holder_path: Pointer, name: str) -> PerFilterConfig | None:
+    """The per-filter config of ``name`` on a route, virtual host or route
+    table; a FilterConfig that only wraps another config counts as disabling
+    when either says so."""
     configs = as_dict(holder.get("typed_per_filter_config")) or {}
     unwrapped = typed(configs.get(name))
     if unwrapped is None:
         return None
     type_name, config, sub_path = unwrapped
-    return PerFilterConfig((*holder_path, "typed_per_filter_config", name, *sub_path), type_name, config)
+    found = PerFilterConfig((*holder_path, "typed_per_filter_config", name, *sub_path), type_name, config)
+    inner = unwrap_filter_config(found)
+    return inner if inner is not None and inner.disables and not found.disables else found
 
 
 def effective_per_filter_config(

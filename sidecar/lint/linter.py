@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 from sidecar.lint import envoy, gateway, istio, rules
+from sidecar.lint.envoy_context import EnvoyContext, survey
 from sidecar.lint.findings import Finding, Issue, Severity, render_pointer
 from sidecar.lint.loader import Document, LoadError, discover, load_file
 from sidecar.lint.sidecar_settings import SidecarSettings
@@ -43,29 +45,35 @@ class LintResult:
 
 
 def lint_paths(paths: Sequence[str], sidecar: SidecarSettings) -> LintResult:
+    """Every file is read before any is linted: a route table in one file is
+    checked against the connection managers of the others (RDS)."""
     result = LintResult()
+    documents: list[Document] = []
     for item in discover(paths):
         if isinstance(item, LoadError):
             result.errors.append(item)
             continue
         result.files += 1
         try:
-            documents = load_file(item)
+            documents += load_file(item)
         except LoadError as exc:
             result.errors.append(exc)
-            continue
-        for document in documents:
-            kinds, findings = lint_document(document, sidecar)
-            if kinds:
-                result.checked.append(Checked(document.file, document.index, tuple(sorted(kinds))))
-                result.findings += findings
+    context = survey(document.data for document in documents)
+    for document in documents:
+        kinds, findings = lint_document(document, sidecar, context)
+        if kinds:
+            result.checked.append(Checked(document.file, document.index, tuple(sorted(kinds))))
+            result.findings += findings
     return result
 
 
-def lint_document(document: Document, sidecar: SidecarSettings) -> tuple[set[str], list[Finding]]:
+def lint_document(
+    document: Document, sidecar: SidecarSettings, context: EnvoyContext | None = None
+) -> tuple[set[str], list[Finding]]:
     kinds: set[str] = set()
     issues: list[Issue] = []
-    for linter in LINTERS:
+    linters: tuple[Linter, ...] = (partial(envoy.lint, context=context), *LINTERS[1:])
+    for linter in linters:
         found, more = linter(document.data, sidecar)
         kinds |= found
         issues += more

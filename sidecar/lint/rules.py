@@ -116,6 +116,35 @@ ROUTE_CACHE_CLEARED = Rule(
     "a filter after ext_authz may re-route a request it skipped",
 )
 
+PER_ROUTE_IGNORED = Rule(
+    "per-route-ignored", INFO, "a per-route ext_authz override that no ext_authz filter reads"
+)
+SERVES_BEFORE_EXT_AUTHZ = Rule(
+    "serves-before-ext-authz", ERROR, "a filter before ext_authz answers requests from upstream content"
+)
+PATH_NOT_NORMALIZED = Rule(
+    "path-not-normalized", WARNING, "the policy sees a path the upstream may read differently"
+)
+
+# -- Envoy listeners and transport
+TLS_CLIENT_CERT_UNVERIFIED = Rule(
+    "tls-client-cert-unverified",
+    ERROR,
+    "client certificates that fail verification become the peer principal",
+)
+TLS_CLIENT_CERT_NOT_REQUESTED = Rule(
+    "tls-client-cert-not-requested",
+    WARNING,
+    "require_client_certificate without a trusted CA: Envoy asks for no certificate",
+)
+
+# -- what the linter cannot see
+NOT_VERIFIED = Rule(
+    "not-verified",
+    WARNING,
+    "configuration the linter cannot see or read decides whether requests are checked",
+)
+
 # -- Istio
 ISTIO_FAIL_OPEN = Rule("istio-fail-open", ERROR, "an Istio ext_authz provider with failOpen: true")
 ISTIO_DEFAULT_TIMEOUT = Rule(

@@ -18,7 +18,12 @@ PROBE_HEADER = "x-opa-sidecar-lint-probe"
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
 _UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
-# envoy.type.v3.StatusCode names of the 2xx codes; YAML may name an enum value.
+# Bool spellings of protobuf's JSON parser (absl::SimpleAtob), checked on Envoy 1.40.
+_TRUE_WORDS = frozenset({"true", "t", "yes", "y", "1"})
+_FALSE_WORDS = frozenset({"false", "f", "no", "n", "0"})
+
+# envoy.type.v3.StatusCode names of the 2xx codes; YAML may name an enum value,
+# in any case.
 _STATUS_NAMES = {
     "OK": 200,
     "Created": 201,
@@ -31,14 +36,7 @@ _STATUS_NAMES = {
     "AlreadyReported": 208,
     "IMUsed": 226,
 }
-_DENOMINATORS: dict[str | int, int] = {
-    "HUNDRED": 100,
-    "TEN_THOUSAND": 10_000,
-    "MILLION": 1_000_000,
-    0: 100,
-    1: 10_000,
-    2: 1_000_000,
-}
+_DENOMINATORS = {"HUNDRED": 100, "TEN_THOUSAND": 10_000, "MILLION": 1_000_000}
 
 
 def as_dict(value: Json) -> dict[str, Json] | None:
@@ -50,10 +48,47 @@ def as_list(value: Json) -> list[Json] | None:
 
 
 def is_true(value: Json) -> bool:
-    """A bool field set to true; a quoted "true" counts, as a lenient parser may take it."""
+    """A bool field that Envoy reads as true: YAML's true (also yes, on), or a
+    string protobuf's JSON parser takes for true (true, t, yes, y, 1, in any
+    case; Envoy 1.40 rejected the same words with spaces around them)."""
     if isinstance(value, dict):  # google.protobuf.BoolValue written as a message
         value = value.get("value")
-    return value is True or (isinstance(value, str) and value.strip().lower() == "true")
+    return value is True or (isinstance(value, str) and value.lower() in _TRUE_WORDS)
+
+
+def is_false(value: Json) -> bool:
+    """A bool field that Envoy reads as false (set explicitly)."""
+    if isinstance(value, dict):
+        value = value.get("value")
+    return value is False or (isinstance(value, str) and value.lower() in _FALSE_WORDS)
+
+
+def as_int(value: Json) -> int | None:
+    """An integer field as Envoy reads it: a number (50.0 and 5e1 included) or
+    the same as a string, which protobuf's JSON mapping allows for any integer."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value) if value.strip() == value else None
+        except ValueError:
+            return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def enum_name(value: Json, names: tuple[str, ...]) -> str | None:
+    """The name of an enum value written by name in any case, or by number
+    (``names`` in number order), as Envoy 1.40 read them."""
+    number = as_int(value)
+    if number is not None:
+        return names[number] if 0 <= number < len(names) else None
+    if isinstance(value, str):
+        return next((name for name in names if name.lower() == value.lower()), None)
+    return None
 
 
 def parse_duration(value: Json) -> float:
@@ -90,11 +125,11 @@ def status_code(value: Json) -> int | None:
     None for another name (never a 2xx)."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, int):
-        return value
+    number = as_int(value)
+    if number is not None:
+        return number
     if isinstance(value, str):
-        text = value.strip()
-        return int(text) if text.isdigit() else _STATUS_NAMES.get(text)
+        return next((code for name, code in _STATUS_NAMES.items() if name.lower() == value.lower()), None)
     return None
 
 
@@ -107,12 +142,8 @@ def runtime_fraction(value: Json) -> tuple[float, str | None]:
     numerator is 0 %, as protobuf reads it."""
     config = as_dict(value) or {}
     default = as_dict(config.get("default_value")) or {}
-    denominator = default.get("denominator", "HUNDRED")
-    scale = _DENOMINATORS.get(denominator, 100) if isinstance(denominator, str | int) else 100
-    try:
-        share = min(_number(default.get("numerator", 0)) / scale, 1.0)
-    except ValueError:
-        share = 0.0
+    denominator = enum_name(default.get("denominator", "HUNDRED"), tuple(_DENOMINATORS)) or "HUNDRED"
+    share = min((as_int(default.get("numerator", 0)) or 0) / _DENOMINATORS[denominator], 1.0)
     key = config.get("runtime_key")
     return share, key if isinstance(key, str) and key else None
 

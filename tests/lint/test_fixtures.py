@@ -16,7 +16,12 @@ FACTS = "forwarded-facts-from-client"  # Envoy's defaults let the client write t
 
 
 def client_facts(*listeners: int) -> set[tuple[int, str, str]]:
-    return {(0, FACTS, hcm(listener)) for listener in listeners}
+    """What Envoy's defaults leave to the client: forwarded facts and the path."""
+    return {(0, FACTS, hcm(listener)) for listener in listeners} | raw_paths(*listeners)
+
+
+def raw_paths(*listeners: int) -> set[tuple[int, str, str]]:
+    return {(0, "path-not-normalized", hcm(listener)) for listener in listeners}
 
 
 def view_route(route: int) -> str:
@@ -148,9 +153,12 @@ EXPECTED: dict[str, set[tuple[int, str, str]]] = {
         (0, "credential-headers-not-sent", f"{ext_authz(7)}/disallowed_headers/patterns/0"),
         # listener 8 sends every header in HTTP mode
         (0, "credential-headers-not-sent", f"{ext_authz(9)}/allowed_headers"),
-    },
+    }
+    | raw_paths(*range(10)),
     "envoy/tls-scheme.json": {
         (0, FACTS, "/resources/0/filter_chains/0/filters/0/typed_config"),
+        (0, "path-not-normalized", "/resources/0/filter_chains/0/filters/0/typed_config"),
+        (0, "not-verified", "/resources/0/filter_chains/0/filters/0/typed_config/rds"),
     },
     "istio/mesh-config.yaml": {
         (0, "istio-fail-open", "/extensionProviders/0/envoyExtAuthzGrpc/failOpen"),

@@ -9,6 +9,7 @@ from sidecar.authorizer import check_budget
 from sidecar.lint.timeouts import Budget
 from sidecar.lint.values import (
     NameMatcher,
+    is_false,
     is_success_status,
     is_true,
     istio_matcher,
@@ -43,7 +44,8 @@ def test_not_durations(raw: object) -> None:
 
 
 @pytest.mark.parametrize(
-    ("raw", "code"), [(200, 200), ("204", 204), ("OK", 200), ("NoContent", 204), ("ServiceUnavailable", None)]
+    ("raw", "code"),
+    [(200, 200), ("204", 204), ("OK", 200), ("ok", 200), ("noContent", 204), ("ServiceUnavailable", None)],
 )
 def test_status_codes(raw: object, code: int | None) -> None:
     assert status_code(raw) == code
@@ -66,9 +68,14 @@ def test_runtime_fractions(config: object, expected: tuple[float, str | None]) -
     assert runtime_fraction(config) == expected
 
 
-def test_truthiness_accepts_quoted_and_wrapped_bools() -> None:
-    values = (True, "true", " TRUE ", {"value": True}, False, "yes", 1, None)
-    assert [v for v in values if is_true(v)] == [True, "true", " TRUE ", {"value": True}]
+def test_truthiness_follows_envoy() -> None:
+    """Envoy 1.40 read each of the first as true and each of the rest as false or
+    refused it (tests/lint/test_spellings.py checks the spellings live)."""
+    true = (True, "true", "TRUE", "tRue", "t", "T", "yes", "yEs", "y", "Y", "1", {"value": True})
+    other = (False, " true ", "on", "+1", "01", 1, None, "false", "no", "n", "0", "off")
+    assert all(is_true(v) for v in true)
+    assert not any(is_true(v) for v in other)
+    assert is_false("No") and is_false(False) and is_false("0") and not is_false(None)
 
 
 def test_istio_patterns_and_coverage() -> None:
