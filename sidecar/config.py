@@ -466,8 +466,8 @@ SERVE_OPTIONS: tuple[Option, ...] = (
         "--mask-header",
         "mask_headers",
         header_names,
-        "a request header whose value is masked in logged input, besides authorization, "
-        "proxy-authorization, cookie, set-cookie and x-api-key; repeatable",
+        "a request header whose value is masked in logged input, besides the common credential "
+        "headers masked by default (authorization, cookie, x-api-key, x-vault-token, ...); repeatable",
         "",
         repeatable=True,
     ),
