@@ -8,8 +8,9 @@ counts every response, and OPA faults in known windows.
 Two sides run at once, each a sidecar behind two Envoys (the shipped fail-closed
 configuration, and the same with `failure_mode_allow: true`):
 
-- process faults: the sidecar asks the OPA stand-in on the real engine, which is killed
-  and restarted, paused (SIGSTOP/SIGCONT) and slowed (a stop/continue duty cycle);
+- process faults: the sidecar asks OPA (the real `opa run --server` when there is one,
+  else the stand-in on the OPA engine), which is killed and restarted, paused
+  (SIGSTOP/SIGCONT) and slowed (a stop/continue duty cycle);
 - answer faults: the sidecar asks the fault OPA, which answers garbage, 5xx, undefined,
   redirects, truncated or reset answers, invalid results, ambiguous JSON, slow or never.
 
@@ -202,9 +203,10 @@ def run(config: ChaosConfig, progress: Callable[[str], None] = lambda _: None) -
             concurrency={side: config.connections * len(ENVOY_MODES) for side in sides},
             seconds=seconds,
             extra={
+                "opa": opa.kind,
                 "opa_restarts": opa.starts - 1,
                 "cpu_wait": sampler.summary(),
-                # Only the fault OPA sees every request (the stand-in records its yeses).
+                # Only the fault OPA sees every request (the process side's OPA records its yeses).
                 "fault_opa_most_requests_for_one_check": max(chooser.asked.values(), default=0),
             },
         )

@@ -1,6 +1,6 @@
 """The faults a chaos run injects, in known windows.
 
-Process faults act on the OPA stand-in process: SIGKILL then restart, SIGSTOP/SIGCONT
+Process faults act on the OPA process: SIGKILL then restart, SIGSTOP/SIGCONT
 (paused), and a SIGSTOP/SIGCONT duty cycle that slows it the way a CPU quota does.
 Answer faults make the fault OPA answer badly: each fault keeps the yes-shaped payload
 where it can, so a sidecar that ignored the fault would allow. Outside its windows the
@@ -103,7 +103,7 @@ class Window:
 
 
 class ProcessFaults:
-    """Kill/restart, pause and slow the OPA stand-in."""
+    """Kill/restart, pause and slow the OPA process."""
 
     def __init__(self, opa: RecordingOpa, side: str) -> None:
         self.opa = opa

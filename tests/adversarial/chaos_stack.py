@@ -1,10 +1,14 @@
-"""The processes a chaos run assembles, each one a real process: the echo upstream, the
-OPA stand-in with a decision record (killed, restarted, paused), and sidecars each behind
+"""The processes a chaos run assembles, each one a real process: the echo upstream, OPA
+(the real one when there is one, else the stand-in) with a decision record (killed,
+restarted, paused), and sidecars each behind
 two real Envoys of the deploy/envoy configuration, one as shipped (fail closed) and one
 with `failure_mode_allow: true`."""
 
 from __future__ import annotations
 
+import contextlib
+import http.client
+import json
 import os
 import selectors
 import signal
@@ -15,10 +19,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from deploy.local_stack import EnvoyProcess, SidecarProcess, local_addresses, start_envoy, start_sidecar
+from deploy.local_stack import (
+    EnvoyProcess,
+    SidecarProcess,
+    free_port,
+    local_addresses,
+    start_envoy,
+    start_sidecar,
+)
 from deploy.render import render_envoy
+from tests.adversarial.recording_opa import yes_marker
 from tests.e2e.stack import fail_open
-from tests.fixtures.opa import REPO_ROOT
+from tests.fixtures.opa import REPO_ROOT, opa_binary
 
 POLICY = Path(__file__).parent / "policies" / "chaos.rego"
 START_TIMEOUT = 30.0
@@ -73,16 +85,30 @@ class EchoProcess:
         _terminate(self.process)
 
 
+# The decision log keeps each answer, not what was asked: the chaos policy's marker is in it.
+_MASK_INPUT = 'package system.log\n\nimport rego.v1\n\nmask contains "/input"\n'
+
+
 class RecordingOpa:
-    """tests.adversarial.recording_opa serving the chaos policy; restarts keep its port,
-    so the sidecar's --opa-url stays right."""
+    """The chaos policy on an OPA that records every yes it sends before the answer leaves;
+    restarts keep its port, so the sidecar's --opa-url stays right.
+
+    The real `opa run --server` when there is one: its console decision log, written
+    synchronously before each answer and unbuffered, is the record. Else the stand-in
+    tests.adversarial.recording_opa, which appends each yes to a file itself."""
 
     def __init__(self, workdir: Path) -> None:
-        self.record = workdir / "opa-yes.txt"
+        self.binary = opa_binary()
+        self.record = workdir / ("opa-decisions.jsonl" if self.binary else "opa-yes.txt")
         self.log = workdir / "opa.log"
+        self.mask = workdir / "mask_input.rego"
         self.addr = "127.0.0.1:0"
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
+
+    @property
+    def kind(self) -> str:
+        return "opa run --server" if self.binary else "the OPA stand-in"
 
     @property
     def url(self) -> str:
@@ -94,6 +120,9 @@ class RecordingOpa:
         return self.process.pid
 
     def start(self) -> None:
+        if self.binary:
+            self._start_real(self.binary)
+            return
         command = [sys.executable, "-m", "tests.adversarial.recording_opa", "--addr", self.addr]
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
@@ -123,8 +152,52 @@ class RecordingOpa:
             self.signal(signal.SIGCONT)  # a paused process cannot act on SIGTERM
             _terminate(self.process)
 
+    def _start_real(self, binary: str) -> None:
+        if self.addr.endswith(":0"):
+            self.addr = f"127.0.0.1:{free_port()}"
+            self.mask.write_text(_MASK_INPUT)
+        command = [binary, "run", "--server", "--addr", self.addr, "--skip-version-check"]
+        command += ["--log-level=info", "--log-format=json", "--set=decision_logs.console=true"]
+        with self.record.open("ab") as record, self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [*command, str(POLICY), str(self.mask)], stdout=log, stderr=record, cwd=REPO_ROOT
+            )
+        deadline = time.monotonic() + START_TIMEOUT
+        while not _answers_health(self.addr):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.process.kill()
+                raise RuntimeError(
+                    f"opa run did not start (exit status {self.process.poll()}): see {self.log}"
+                )
+            time.sleep(0.05)
+        self.starts += 1
+
     def yes_markers(self) -> set[str]:
-        return set(self.record.read_text().split()) if self.record.exists() else set()
+        if not self.record.exists():
+            return set()
+        if not self.binary:
+            return set(self.record.read_text().split())
+        markers: set[str] = set()
+        for line in self.record.read_bytes().splitlines():
+            with contextlib.suppress(ValueError):
+                event = json.loads(line)
+                if isinstance(event, dict) and event.get("msg") == "Decision Log" and "result" in event:
+                    marker = yes_marker(json.dumps({"result": event["result"]}).encode())
+                    if marker is not None:
+                        markers.add(marker)
+        return markers
+
+
+def _answers_health(addr: str) -> bool:
+    host, _, port = addr.rpartition(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=1.0)
+    try:
+        connection.request("GET", "/health")
+        return connection.getresponse().status == 200
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        connection.close()
 
 
 @dataclass
