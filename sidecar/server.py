@@ -41,11 +41,13 @@ log = logging.getLogger("sidecar")
 # Checks still waiting this long before the grace ends are denied, so that
 # each gets its answer before gRPC cancels what remains.
 _ABORT_AHEAD_SECONDS = 0.25
-# The drain ends once no check is in flight and none has arrived for this long:
-# gRPC hands a received call to a handler within a loop turn or two, so by then
-# nothing it received is left waiting. Only then is gRPC stopped, because
-# stopping it cancels, unanswered, every call no handler has picked up yet.
-_QUIET_SECONDS = 0.1
+# The drain ends once no check is in flight and none has arrived for this long,
+# over at least this many turns of the loop (a process that was not scheduled
+# has not looked): gRPC hands a received call to a handler within a turn or two,
+# so by then nothing it received is left waiting. Only then is gRPC stopped,
+# because stopping it cancels, unanswered, every call no handler has picked up.
+_QUIET_SECONDS = 0.25
+_QUIET_TURNS = 25
 
 
 def _bound(addr: ListenAddress, port: int) -> ListenAddress:
@@ -252,14 +254,16 @@ class Sidecar:
 
     async def _quiet(self) -> None:
         """Returns once no check is in flight (from any way in) and no gRPC check
-        has arrived for _QUIET_SECONDS."""
+        has arrived for _QUIET_SECONDS and _QUIET_TURNS."""
         loop = asyncio.get_running_loop()
-        seen, since = self.service.received, loop.time()
+        seen, since, turns = self.service.received, loop.time(), 0
         while True:
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(_QUIET_SECONDS / _QUIET_TURNS)
             if self.authorizer.inflight or self.service.received != seen:
-                seen, since = self.service.received, loop.time()
-            elif loop.time() - since >= _QUIET_SECONDS:
+                seen, since, turns = self.service.received, loop.time(), 0
+                continue
+            turns += 1
+            if turns >= _QUIET_TURNS and loop.time() - since >= _QUIET_SECONDS:
                 return
 
 

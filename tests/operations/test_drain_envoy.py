@@ -36,7 +36,7 @@ async def test_a_burst_at_sigterm_is_answered_in_full(
     assert len(burst.decisions) == BURST  # one line each, none twice
     assert {d["reason"] for d in burst.decisions} == {"policy_denied"}
     assert burst.exit_code == 0
-    # The burst is answered (OPA takes 50 ms a check), then 100 ms without a
+    # The burst is answered (OPA takes 50 ms a check), then 250 ms without a
     # check ends the drain: far from the 5 s grace.
     assert burst.drain_seconds < 2.0
     assert "Traceback" not in stderr
