@@ -69,7 +69,7 @@ def check_http_ext_authz(
 
 
 def check_network_ext_authz(config: dict[str, Json], path: Pointer, budget: Budget) -> list[Issue]:
-    return _fail_open(config, path) + _service_timeouts(config, path, budget)
+    return _fail_open(config, path) + _enablement(config, path) + _service_timeouts(config, path, budget)
 
 
 def _fail_open(config: dict[str, Json], path: Pointer) -> list[Issue]:

@@ -29,6 +29,7 @@ def view_route(route: int) -> str:
 
 
 ROUTES = f"{hcm(0)}/route_config/virtual_hosts"
+TLS = "/static_resources/listeners/0/filter_chains/0/transport_socket/typed_config"
 PER_ROUTE = "typed_per_filter_config/envoy.filters.http.ext_authz"
 
 # fixture -> {(document, rule, pointer)}
@@ -159,6 +160,52 @@ EXPECTED: dict[str, set[tuple[int, str, str]]] = {
         (0, FACTS, "/resources/0/filter_chains/0/filters/0/typed_config"),
         (0, "path-not-normalized", "/resources/0/filter_chains/0/filters/0/typed_config"),
         (0, "not-verified", "/resources/0/filter_chains/0/filters/0/typed_config/rds"),
+    },
+    "envoy/reading.yaml": {
+        (0, FACTS, hcm(0)),
+        (0, FACTS, "/static_resources/listeners/1/filterChains/0/filters/0/typedConfig"),
+        (
+            0,
+            "failure-mode-allow",
+            "/static_resources/listeners/1/filterChains/0/filters/0/typedConfig/httpFilters/0/typedConfig"
+            "/failureModeAllow",
+        ),
+        (0, FACTS, hcm(2)),
+        (
+            0,
+            "per-route-disabled",
+            f"{hcm(2)}/route_config/virtual_hosts/0/routes/0/{PER_ROUTE}/config/disabled",
+        ),
+        (0, FACTS, hcm(3)),
+        (0, "missing-ext-authz", "/static_resources/listeners/3/default_filter_chain/filters"),
+        (0, "missing-ext-authz-local", f"{hcm(5)}/http_filters"),
+    }
+    | client_facts(4),
+    "envoy/unverified.yaml": {
+        (0, "not-verified", "/dynamic_resources/lds_config"),
+        (0, "tls-client-cert-unverified", f"{TLS}/commonTlsContext/validationContext/trustChainVerification"),
+        (
+            0,
+            "tls-client-cert-unverified",
+            f"{TLS}/commonTlsContext/validationContext/allowExpiredCertificate",
+        ),
+        (0, "not-verified", f"{hcm(0)}/rds"),
+        (0, "serves-before-ext-authz", f"{hcm(0)}/http_filters/0"),
+        (0, "not-verified", f"{hcm(0)}/http_filters/1"),  # Lua
+        (0, "not-verified", f"{ext_authz(0, 2)}/filter_enabled/runtime_key"),  # an RTDS layer
+        (0, "not-verified", f"{hcm(0)}/http_filters/3/config_discovery"),  # ECDS may send a buffer filter
+        (
+            0,
+            "tls-client-cert-not-requested",
+            "/static_resources/listeners/1/filter_chains/0/transport_socket/typed_config/require_client_certificate",
+        ),
+    },
+    "envoy/per-route-ignored.yaml": {
+        (
+            0,
+            "per-route-ignored",
+            f"{hcm(0)}/route_config/virtual_hosts/0/routes/0/typed_per_filter_config/authz_typo",
+        ),
     },
     "istio/mesh-config.yaml": {
         (0, "istio-fail-open", "/extensionProviders/0/envoyExtAuthzGrpc/failOpen"),
