@@ -23,6 +23,7 @@ AUTHZ_TYPE = "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.Ext
 PER_ROUTE_TYPE = "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute"
 FILTER_CONFIG_TYPE = "type.googleapis.com/envoy.config.route.v3.FilterConfig"
 NAME = "envoy.filters.http.ext_authz"
+ROUTER_TYPE = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
 
 # Written as YAML leaves them: unquoted words YAML itself reads as true (and
 # Envoy too), then strings Envoy's JSON parser reads as true.
@@ -66,9 +67,7 @@ def listener(name: str, authz: dict[str, Any], route: dict[str, Any]) -> dict[st
                                 },
                                 {
                                     "name": "envoy.filters.http.router",
-                                    "typed_config": {
-                                        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
-                                    },
+                                    "typed_config": {"@type": ROUTER_TYPE},
                                 },
                             ],
                         },
@@ -109,6 +108,18 @@ def per_route_of(dumped: dict[str, Any]) -> dict[str, Any]:
     return found
 
 
+def fail_open(config: dict[str, Any]) -> bool:
+    return config.get("failure_mode_allow") is True
+
+
+def is_set(config: dict[str, Any], field: str) -> bool:
+    return config.get(field) is True
+
+
+def disabled(word: str) -> dict[str, Any]:
+    return {"@type": PER_ROUTE_TYPE, "disabled": word}
+
+
 @dataclass(frozen=True)
 class Case:
     rule: str
@@ -121,18 +132,18 @@ def cases() -> list[Case]:
     found = []
     for word in TRUE:
         found += [
-            Case("failure-mode-allow", {"failure_mode_allow": word}, {}, lambda d: authz_of(d).get("failure_mode_allow") is True),
-            Case("shadow-mode", {"shadow_mode": word}, {}, lambda d: authz_of(d).get("shadow_mode") is True),
+            Case("failure-mode-allow", {"failure_mode_allow": word}, {}, lambda d: fail_open(authz_of(d))),
+            Case("shadow-mode", {"shadow_mode": word}, {}, lambda d: is_set(authz_of(d), "shadow_mode")),
             Case(
                 "per-route-disabled",
                 {},
-                {"typed_per_filter_config": {NAME: {"@type": PER_ROUTE_TYPE, "disabled": word}}},
+                {"typed_per_filter_config": {NAME: disabled(word)}},
                 lambda d: per_route_of(d).get("disabled") is True,
             ),
             Case(
                 "per-route-disabled",
                 {},
-                {"typed_per_filter_config": {NAME: {"@type": FILTER_CONFIG_TYPE, "config": {"@type": PER_ROUTE_TYPE, "disabled": word}}}},
+                {"typed_per_filter_config": {NAME: {"@type": FILTER_CONFIG_TYPE, "config": disabled(word)}}},
                 lambda d: per_route_of(d)["config"].get("disabled") is True,
             ),
         ]  # fmt: skip

@@ -87,11 +87,19 @@ async def nothing() -> AsyncIterator[None]:
 
 
 def flagged() -> dict[str, set[str]]:
-    """Listener name -> rules the linter reports on it."""
+    """Listener name -> rules the linter reports on it. Every listener here leaves
+    the path as written (test_reading_behaviour.py proves that rule): checked
+    once, then left out."""
     names = [entry["name"] for entry in yaml.safe_load(FIXTURE.read_text())["static_resources"]["listeners"]]
     found: dict[str, set[str]] = {name: set() for name in names}
+    raw_paths = set()
     for finding in lint(FIXTURE).findings:
-        found[names[int(finding.path.split("/")[3])]].add(finding.rule)
+        name = names[int(finding.path.split("/")[3])]
+        if finding.rule == "path-not-normalized":
+            raw_paths.add(name)
+        else:
+            found[name].add(finding.rule)
+    assert raw_paths == set(names)
     return found
 
 
