@@ -44,12 +44,15 @@ def read_runtime(root: dict[str, Json] | None) -> Runtime:
 
 
 def _flatten(node: Json, path: Pointer, prefix: str, into: dict[str, tuple[Pointer, Json]]) -> None:
-    """Static layer keys: ``{a: {b: 1}}`` sets ``a.b``; a FractionalPercent is a value."""
-    if isinstance(node, dict) and "numerator" not in node:
-        for key, value in node.items():
-            _flatten(value, (*path, key), f"{prefix}{key}.", into)
-    else:
-        into[prefix.rstrip(".")] = (path, node)
+    """Static layer keys: ``{a: {b: 1}}`` sets ``a.b``; a FractionalPercent is a
+    value. Iterative, so no depth of nesting can exhaust the stack."""
+    pending: list[tuple[Json, Pointer, str]] = [(node, path, prefix)]
+    while pending:
+        value, where, name = pending.pop()
+        if isinstance(value, dict) and "numerator" not in value:
+            pending += [(item, (*where, key), f"{name}{key}.") for key, item in value.items()]
+        else:
+            into[name.rstrip(".")] = (where, value)
 
 
 def check_runtime(config: dict[str, Json], path: Pointer, runtime: Runtime) -> list[Issue]:
