@@ -115,6 +115,10 @@ def _parse(media_type: MediaType, data: bytes) -> Any:
         return _loads_json(_text(data, "body"), "body")
     if media_type.essence == "application/x-www-form-urlencoded":
         _require_utf8_charset(media_type)
+        if not data.isascii():
+            # Starlette decodes a form's raw bytes as Latin-1, werkzeug as UTF-8;
+            # percent-escapes decode alike (as UTF-8) everywhere.
+            raise BadRequest("form body holds raw bytes beyond ASCII (escape them)")
         return parse_form(_text(data, "form body"))
     if media_type.essence == "multipart/form-data":
         _require_utf8_charset(media_type)
