@@ -70,7 +70,10 @@ _json_texts = st.one_of(
 )
 _form_texts = st.lists(
     st.sampled_from(
-        ["a=1", "a=2", "b=", "c", "", "d=x+y", "e=%26", "f=%zz", "g=%ff", "h=1;i=2", "j=%C3%A9", "=k", "l=é", "\ufeffm=1"]
+        [
+            *("a=1", "a=2", "b=", "c", "", "d=x+y", "e=%26", "f=%zz", "g=%ff", "h=1;i=2"),
+            *("j=%C3%A9", "=k", "l=é", "\ufeffm=1"),
+        ]
     ),
     max_size=4,
 ).map("&".join)
