@@ -84,7 +84,7 @@ def test_malformed_pointer_is_a_startup_error() -> None:
     assert [p.text for p in ok.require] == ["/a", "/b"]
 
 
-@pytest.mark.parametrize("value", ["", " ", ",", " , ,\t", "\u00a0"])
+@pytest.mark.parametrize("value", ["", ",", ",,", ", ,"])
 async def test_a_header_that_carries_nothing_is_missing(fault_opa: FaultOpa, value: str) -> None:
     async with running_sidecar(fault_opa.url, require=parse_pointers([AUTHZ])) as sidecar:
         response = await sidecar.check(check_request(headers={"authorization": value}))
@@ -94,6 +94,19 @@ async def test_a_header_that_carries_nothing_is_missing(fault_opa: FaultOpa, val
         "missing_signal",
         f"required signal {AUTHZ} is missing or carries nothing",
     )
+    assert fault_opa.count == 0
+
+
+@pytest.mark.parametrize("value", [" ", " , ,\t", "\u00a0"])
+async def test_a_header_value_the_application_may_read_otherwise_is_refused_first(
+    fault_opa: FaultOpa, value: str
+) -> None:
+    # Space at an end or bytes beyond ASCII: refused before any guard, OPA not asked.
+    async with running_sidecar(fault_opa.url, require=parse_pointers([AUTHZ])) as sidecar:
+        response = await sidecar.check(check_request(headers={"authorization": value}))
+        [entry] = sidecar.decisions()
+    assert response.status.code == PERMISSION_DENIED
+    assert entry["reason"] == "bad_request"
     assert fault_opa.count == 0
 
 
