@@ -10,7 +10,8 @@ from sidecar.lint.envoy_model import HttpFilter
 from sidecar.lint.findings import Issue
 
 _HTTP = "envoy.extensions.filters.http."
-# Answer a request with a stored upstream response, before any later filter runs.
+# Serve a request from the upstream themselves, before any later filter runs
+# (tests/lint/test_reading_behaviour.py).
 _SERVING = ("cache.", "cache_v2.")
 # Run code or ask another server what to do: they can answer or forward anything.
 _PROGRAMMABLE = ("lua.", "wasm.", "golang.", "dynamic_modules.", "ext_proc.", "composite.", "tap.")
@@ -70,8 +71,9 @@ def check_before_authz(filters: list[HttpFilter], authz: HttpFilter) -> list[Iss
             issues.append(
                 rules.SERVES_BEFORE_EXT_AUTHZ.issue(
                     earlier.path,
-                    f"{label} runs before ext_authz and answers a request from its stored upstream "
-                    "responses: a cached response reaches a client whose request was never checked",
+                    f"{label} runs before ext_authz and serves requests from the upstream itself: Envoy 1.40 "
+                    "answered requests the policy denied with the upstream's response, from the cache and "
+                    "even on a miss, and never asked the sidecar",
                     "place the cache after ext_authz (before the router)",
                 )
             )

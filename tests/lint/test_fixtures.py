@@ -200,6 +200,10 @@ EXPECTED: dict[str, set[tuple[int, str, str]]] = {
             "/static_resources/listeners/1/filter_chains/0/transport_socket/typed_config/require_client_certificate",
         ),
     },
+    "envoy/cache-first.yaml": {
+        (0, "serves-before-ext-authz", f"{hcm(0)}/http_filters/0"),
+        (0, "missing-ext-authz-local", f"{hcm(1)}/http_filters"),
+    },
     "envoy/per-route-ignored.yaml": {
         (
             0,

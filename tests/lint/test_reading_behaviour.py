@@ -75,3 +75,21 @@ async def test_envoy_lets_through_what_the_linter_reports(tmp_path: Path) -> Non
     assert seen == OBSERVED
     # Asked in order: control "/", wrapped_per_route "/", raw_path, control again.
     assert checked == ["/", "/", DOTS, "/admin"]
+
+
+async def test_a_cache_before_ext_authz_serves_requests_never_checked(tmp_path: Path) -> None:
+    """Envoy 1.40's cache filter, placed before ext_authz, answered from the
+    upstream even on a miss, and ext_authz was never asked."""
+    fixture = FIXTURES / "envoy/cache-first.yaml"
+    rules = {(f.rule, f.severity) for f in lint(fixture).findings}
+    assert ("serves-before-ext-authz", Severity.ERROR) in rules
+    with FaultOpa() as opa:
+        opa.set(Behaviour.json({"result": False}))
+        async with running_sidecar(opa.url) as sidecar:
+            text = fixture.read_text().replace(SIDECAR_PORT, f"port_value: {sidecar.sidecar.grpc_port}")
+            text = text.replace(BACKEND_PORT, f"port_value: {free_port()}")
+            async with running_envoy(text, tmp_path) as ports:
+                answers = [await asyncio.to_thread(_get, ports["cached"], "/report") for _ in range(2)]
+            decisions = sidecar.decisions()
+    assert answers == [(200, "upstream reached")] * 2
+    assert decisions == [] and opa.requests == []
