@@ -68,7 +68,8 @@ class DrainStack:
         return (self.workdir / "sidecar.stderr").read_text(errors="replace")
 
     async def burst_at_sigterm(self, n: int, grace: float) -> Burst:
-        """`n` requests at once (one connection each); SIGTERM once the first check reaches OPA."""
+        """`n` requests at once (one connection each to Envoy); SIGTERM once the
+        first check reaches OPA."""
         paths = [f"/burst/{i}" for i in range(n)]
         timeout = aiohttp.ClientTimeout(total=grace + 10)
         async with aiohttp.ClientSession(
@@ -83,8 +84,11 @@ class DrainStack:
                 except aiohttp.ClientError:
                     return 0
 
+            # Envoy's connection to the sidecar is open, as it is in steady state.
+            assert await one("/warm-up") == 403
+            asked = self.fault.count
             requests = [asyncio.ensure_future(one(path)) for path in paths]
-            while self.fault.count == 0:
+            while self.fault.count == asked:
                 await asyncio.sleep(0.001)
             self.sidecar.send_signal(signal.SIGTERM)
             signalled = time.monotonic()
