@@ -1,7 +1,7 @@
 # Entry points for a fresh machine. Each target sets up .venv first.
 VENV := .venv/bin
 
-.PHONY: setup system-tools opa test lint demo protos bench
+.PHONY: setup system-tools opa peer test lint demo protos bench
 
 setup:
 	./scripts/setup-venv.sh
@@ -14,8 +14,12 @@ system-tools:
 opa: setup
 	./scripts/install-opa.sh
 
+# The OPA-Envoy plugin in .tools/bin, for tests/peer only (it says when it cannot be built).
+peer: setup
+	./scripts/install-opa-envoy-plugin.sh
+
 # The whole test suite: lint, types, then every test. .ci/run calls this.
-test: setup system-tools opa lint
+test: setup system-tools opa peer lint
 	$(VENV)/pytest
 
 lint: setup
