@@ -12,7 +12,7 @@ import time
 import uuid
 from typing import Any
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 from multidict import CIMultiDict
 
 from sidecar._proto.envoy.service.auth.v3.external_auth_pb2 import CheckRequest
@@ -81,6 +81,21 @@ def _timeout_ms(request: web.Request, header: str, scale: float) -> float | None
     return value if value == value else 0.0
 
 
+# aiohttp answers an Expect other than 100-continue with a 417 of its own, which
+# no decision records. Envoy sends a check's body at once and never waits for a 100:
+# its copy of the client's Expect is a header for the policy (the upstream gets it
+# too), not a question to this hop.
+async def _forwarded_expect(_request: web.Request) -> None:
+    return None
+
+
+async def _caller_expect(request: web.Request) -> None:
+    """A JSON-API caller asking 100-continue gets it; any other Expect is left to the check."""
+    if request.version == HttpVersion11 and request.headers.get("expect", "").lower() == "100-continue":
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # the response proper has not started
+
+
 class HttpAuthz:
     def __init__(self, authorizer: Authorizer, recorder: Recorder, failure_status: int) -> None:
         self._authorizer = authorizer
@@ -88,8 +103,8 @@ class HttpAuthz:
         self._failure_status = failure_status
 
     def register(self, app: web.Application) -> None:
-        app.router.add_route("*", PREFIX + "{tail:(/.*)?}", self.ext_authz)
-        app.router.add_post("/v1/check", self.check_json)
+        app.router.add_route("*", PREFIX + "{tail:(/.*)?}", self.ext_authz, expect_handler=_forwarded_expect)
+        app.router.add_post("/v1/check", self.check_json, expect_handler=_caller_expect)
 
     async def ext_authz(self, request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()

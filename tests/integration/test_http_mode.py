@@ -3,6 +3,7 @@ and a deny is never a 200 nor a 5xx (which Envoy could let through)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -200,3 +201,49 @@ async def test_json_api_timeout_header(http: Http, fault_opa: FaultOpa) -> None:
     assert time.monotonic() - started < 0.1
     status, answer = await check_json(http, b"{}", headers={"timeout": "soon"})
     assert (status, answer["reason"]) == (403, "deadline_exceeded")
+
+
+async def raw_exchange(http: Http, head: bytes, body: bytes = b"") -> bytes:
+    """Write one request as given (repeated headers and all) and read until the server closes."""
+    port = http.sidecar.sidecar.http.port
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(head + b"\r\nconnection: close\r\n\r\n" + body)
+    try:
+        return await asyncio.wait_for(reader.read(), 5)
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize(
+    "expect",
+    [[b"100-continue", b"100-continue"], [b"100-continue, 100-continue"], [b"something-else"]],
+    ids=["repeated", "joined", "unknown"],
+)
+async def test_a_forwarded_expect_is_a_header_for_the_policy(
+    http: Http, fault_opa: FaultOpa, expect: list[bytes]
+) -> None:
+    """Envoy forwards a client's Expect that is not one 100-continue; the check is decided
+    and recorded like any other, never refused by the HTTP server (417)."""
+    fault_opa.set(Behaviour.json({"result": False}))
+    lines = [b"POST /ext_authz/upload HTTP/1.1", b"host: shop", b"content-type: application/json"]
+    lines.append(b"content-length: 2")
+    reply = await raw_exchange(http, b"\r\n".join(lines + [b"expect: " + value for value in expect]), b"{}")
+    assert reply.startswith(b"HTTP/1.1 403 "), reply
+    assert b" 100 Continue" not in reply  # Envoy sent the body already
+    [entry] = http.sidecar.decisions()
+    assert entry["reason"] == "policy_denied"
+    assert entry["decision_id"].encode() in reply
+    [request] = fault_opa.requests
+    headers = request.json()["input"]["attributes"]["request"]["http"]["headers"]
+    assert headers["expect"] == ",".join(value.decode() for value in expect)
+
+
+async def test_json_api_answers_100_continue_and_decides_on_any_other_expect(
+    http: Http, fault_opa: FaultOpa
+) -> None:
+    head = b"POST /v1/check HTTP/1.1\r\nhost: sidecar\r\ncontent-length: 2\r\nexpect: "
+    reply = await raw_exchange(http, head + b"100-continue", b"{}")
+    assert reply.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 "), reply
+    reply = await raw_exchange(http, head + b"something-else", b"{}")
+    assert reply.startswith(b"HTTP/1.1 200 "), reply
+    assert [entry["outcome"] for entry in http.sidecar.decisions()] == ["allow", "allow"]
