@@ -109,8 +109,10 @@ class GrpcRelay:
             return
         inbound.linked(outbound)
         outbound.linked(inbound)
-        if inbound.transport is None or inbound.transport.is_closing():
-            assert outbound.transport is not None
+        assert inbound.transport is not None and outbound.transport is not None
+        # Either side may have ended while the other was being connected.
+        if inbound.transport.is_closing() or outbound.transport.is_closing():
+            inbound.transport.close()
             outbound.transport.close()
             return
         inbound.transport.resume_reading()

@@ -52,7 +52,7 @@ def _tcp_connect(target: str) -> str:
     host, _, port = target.rpartition(":")
     try:
         socket.create_connection((host, int(port)), timeout=1).close()
-    except ConnectionRefusedError:
+    except (ConnectionRefusedError, ConnectionResetError):  # reset: queued as the listener shut
         return "refused"
     return "accepted"
 
