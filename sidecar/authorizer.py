@@ -181,15 +181,21 @@ class Authorizer:
             body = opa_request_body(document)
         except (TypeError, ValueError):
             return Outcome(_bad_request("input document cannot be encoded as JSON"), request, document)
-        shadow = self._shadow.start(body) if self._shadow is not None else None
         started = time.perf_counter()
         try:
             answer = await self._opa.evaluate(body, deadline)
         except OpaFailure as failure:
             seconds = time.perf_counter() - started
             reached = failure.reason in _ANSWERED
-            return Outcome(Deny(failure.reason, failure.detail), request, document, seconds, reached, shadow)
-        return Outcome(interpret(answer), request, document, time.perf_counter() - started, True, shadow)
+            verdict: Verdict = Deny(failure.reason, failure.detail)
+            return Outcome(verdict, request, document, seconds, reached, self._start_shadow(body))
+        seconds = time.perf_counter() - started
+        verdict = interpret(answer)
+        return Outcome(verdict, request, document, seconds, True, self._start_shadow(body))
+
+    def _start_shadow(self, body: bytes) -> asyncio.Task[ShadowResult] | None:
+        # Only once the enforced answer is in: the candidate never competes with it.
+        return self._shadow.start(body) if self._shadow is not None else None
 
 
 def _bad_request(detail: str, http_status: int = 400) -> Deny:

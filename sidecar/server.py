@@ -32,6 +32,7 @@ from sidecar.opa.http1 import Endpoint
 from sidecar.opa.token import TokenFile, TokenFileError
 from sidecar.readiness import Readiness
 from sidecar.recording import Recorder
+from sidecar.shadow import MAX_ANSWER_BYTES as SHADOW_MAX_ANSWER_BYTES
 from sidecar.shadow import Shadow
 from sidecar.tls import grpc_server_credentials, opa_ssl_context
 from sidecar.worker_link import heartbeat_fd, inherited_listeners, send_heartbeats
@@ -59,7 +60,9 @@ class StartupError(Exception):
     """The process cannot start serving (e.g. the address is taken)."""
 
 
-def build_opa_client(settings: Settings, decision_path: str | None = None) -> OpaClient:
+def build_opa_client(
+    settings: Settings, decision_path: str | None = None, max_response_bytes: int | None = None
+) -> OpaClient:
     url = settings.opa_url
     endpoint = Endpoint(url.host, url.port, unix_path=url.unix_path, ssl_context=opa_ssl_context(settings))
     try:
@@ -71,7 +74,7 @@ def build_opa_client(settings: Settings, decision_path: str | None = None) -> Op
         path_prefix=url.path_prefix,
         decision_path=decision_path or settings.decision_path,
         strict_builtin_errors=settings.strict_builtin_errors,
-        max_response_bytes=settings.opa_max_response_bytes,
+        max_response_bytes=max_response_bytes or settings.opa_max_response_bytes,
         authorization=token,
     )
 
@@ -86,7 +89,11 @@ class Sidecar:
         self.shadow = None
         if settings.shadow_decision_path is not None:
             self.shadow = Shadow(
-                build_opa_client(settings, settings.shadow_decision_path),
+                build_opa_client(
+                    settings,
+                    settings.shadow_decision_path,
+                    min(settings.opa_max_response_bytes, SHADOW_MAX_ANSWER_BYTES),
+                ),
                 settings.shadow_decision_path,
                 settings.opa_timeout,
                 settings.max_inflight,

@@ -1,10 +1,15 @@
 """Shadow evaluation of a candidate policy (--shadow-decision-path).
 
 The safe replacement for a dry-run mode: the enforced decision is made and
-sent exactly as without a shadow; the candidate is asked beside it, with its
+sent exactly as without a shadow; the candidate is asked after it, with its
 own budget, and its answer is only compared, counted and logged. Nothing the
 shadow does can reach the enforced verdict: the check never awaits it, and
 every error inside it is contained.
+
+Nor can it delay enforced checks. It is asked only once the enforced answer is
+in, on connections of its own; its answer may be at most MAX_ANSWER_BYTES
+(a decision needs far less, and a larger one counts as a bad answer), so the
+part parsed on the event loop stays short; interpreting it runs in a thread.
 """
 
 from __future__ import annotations
@@ -16,6 +21,10 @@ from dataclasses import dataclass
 from sidecar.opa.client import OpaClient, OpaFailure
 from sidecar.opa.result import interpret
 from sidecar.verdict import Deny, DenyReason, Verdict
+
+# A candidate's answer larger than this is not parsed (opa_bad_response):
+# parsing even 64 KiB of awkward JSON takes the loop a few milliseconds.
+MAX_ANSWER_BYTES = 64 << 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +60,8 @@ class Shadow:
         try:
             deadline = asyncio.get_running_loop().time() + self._timeout
             try:
-                verdict = interpret(await self.client.evaluate(body, deadline))
+                answer = await self.client.evaluate(body, deadline)
+                verdict = await asyncio.to_thread(interpret, answer)
             except OpaFailure as failure:
                 verdict = Deny(failure.reason, failure.detail)
             except Exception as exc:  # contained: a shadow never fails a check
