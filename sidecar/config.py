@@ -11,6 +11,7 @@ import argparse
 import math
 import os
 import re
+import stat
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -208,6 +209,23 @@ def readable_file(raw: str) -> str | None:
             pass
     except OSError as exc:
         raise ValueError(f"cannot read it: {exc.strerror or exc}") from None
+    return raw
+
+
+def regular_file(raw: str) -> str | None:
+    """A regular file that can be read now ("" means not set). Opened without
+    waiting: opening a FIFO for reading would wait for a writer."""
+    if not raw:
+        return None
+    try:
+        fd = os.open(raw, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError as exc:
+        raise ValueError(f"cannot read it: {exc.strerror or exc}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError("is not a regular file")
+    finally:
+        os.close(fd)
     return raw
 
 
@@ -512,8 +530,9 @@ SERVE_OPTIONS: tuple[Option, ...] = (
     Option(
         "--opa-token-file",
         "opa_token_file",
-        readable_file,
-        "file holding a bearer token sent to OPA; re-read when it changes; never logged",
+        regular_file,
+        "regular file holding a bearer token sent to OPA; re-read when it changes; while it is bad "
+        "no token is sent; never logged",
         "",
     ),
     Option(

@@ -2,61 +2,124 @@
 
 The token is only ever placed in the Authorization header; it is never
 logged, and errors about the file never quote its content.
+
+Reading never blocks a check: at start the file is read once (a bad one stops
+the start); once serving, a thread looks at it every second and the checks use
+whatever token is current, so a change is in use within about a second. The
+file must be a regular file (a FIFO or a device could block or never end) of
+at most MAX_TOKEN_BYTES.
+
+A rotation that leaves a bad file (unreadable, empty, too large, not a regular
+file, not one printable token) drops the old token rather than keep it: a
+token is often rotated because the old one must stop working. Until the file
+is good again no token is sent, so an OPA that requires one refuses every
+query and every check is denied (opa_http_status). The bad file is read once,
+not again until it changes.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
-import time
+import stat
 
 log = logging.getLogger(__name__)
-_RECHECK_SECONDS = 1.0  # stat the file at most this often on the request path
+_RECHECK_SECONDS = 1.0  # how often the file is looked at
+MAX_TOKEN_BYTES = 64 << 10  # far above any real bearer token, JWTs included
+
+# What identifies a version of the file: modification time, size, inode.
+Stamp = tuple[int, int, int] | None
 
 
 class TokenFileError(ValueError):
     pass
 
 
-def _read(path: str) -> str:
+def _stamp(path: str) -> Stamp:
     try:
-        with open(path, encoding="utf-8") as f:
-            token = f.read().strip()
-    except (OSError, UnicodeDecodeError) as exc:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def _read(path: str) -> str:
+    """The token in the file; blocking, so never called on the event loop once serving."""
+    try:
+        # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError as exc:
         raise TokenFileError(f"cannot read --opa-token-file {path}: {type(exc).__name__}") from None
-    if not token or any(c.isspace() or not c.isprintable() or not c.isascii() for c in token):
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise TokenFileError(f"--opa-token-file {path} is not a regular file")
+        data = b""
+        while len(data) <= MAX_TOKEN_BYTES and (chunk := os.read(fd, MAX_TOKEN_BYTES + 1 - len(data))):
+            data += chunk
+    except OSError as exc:
+        raise TokenFileError(f"cannot read --opa-token-file {path}: {type(exc).__name__}") from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_TOKEN_BYTES:
+        raise TokenFileError(f"--opa-token-file {path} is larger than {MAX_TOKEN_BYTES} bytes")
+    try:
+        token = data.decode("ascii").strip()
+    except UnicodeDecodeError:
+        token = ""
+    if not token or any(c.isspace() or not c.isprintable() for c in token):
         raise TokenFileError(f"--opa-token-file {path} must hold one non-empty token of printable ASCII")
     return token
 
 
 class TokenFile:
-    """Callable returning the current token. A file that becomes unreadable
-    keeps the last good token (OPA then decides whether it is still valid)
-    and says so in the log."""
+    """Callable returning the current token ("" while the file is bad)."""
 
     def __init__(self, path: str) -> None:
         self._path = path
+        self._stamp = _stamp(path)
         self._token = _read(path)  # at startup a bad file is fatal
-        self._stamp = self._stat()
-        self._next_check = time.monotonic() + _RECHECK_SECONDS
-
-    def _stat(self) -> tuple[int, int, int] | None:
-        try:
-            st = os.stat(self._path)
-        except OSError:
-            return None
-        return (st.st_mtime_ns, st.st_size, st.st_ino)
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def __call__(self) -> str:
-        now = time.monotonic()
-        if now >= self._next_check:
-            self._next_check = now + _RECHECK_SECONDS
-            stamp = self._stat()
-            if stamp != self._stamp:
-                try:
-                    self._token = _read(self._path)
-                    self._stamp = stamp
-                    log.info("OPA token file %s changed; new token in use", self._path)
-                except TokenFileError as exc:
-                    log.warning("%s; keeping the previous token", exc)
+        if self._loop is None:  # the first request on the event loop starts the looking
+            with contextlib.suppress(RuntimeError):
+                self._loop = asyncio.get_running_loop()
+                self._loop.call_later(_RECHECK_SECONDS, self._look)
         return self._token
+
+    def _look(self) -> None:
+        assert self._loop is not None
+        try:
+            future = self._loop.run_in_executor(None, self._changed_file, self._stamp)
+        except RuntimeError:  # the loop is shutting down
+            return
+        future.add_done_callback(self._apply)
+
+    def _changed_file(self, known: Stamp) -> tuple[Stamp, str | None, TokenFileError | None] | None:
+        """In a thread: None if the file is as last seen, else its stamp and token or error."""
+        stamp = _stamp(self._path)
+        if stamp == known:
+            return None
+        try:
+            return stamp, _read(self._path), None
+        except TokenFileError as exc:
+            return stamp, None, exc
+
+    def _apply(self, future: asyncio.Future[tuple[Stamp, str | None, TokenFileError | None] | None]) -> None:
+        if future.cancelled():
+            return
+        assert self._loop is not None
+        if not self._loop.is_closed():
+            self._loop.call_later(_RECHECK_SECONDS, self._look)
+        change = None if future.exception() is not None else future.result()
+        if change is None:
+            return
+        self._stamp, token, error = change
+        if token is not None:
+            self._token = token
+            log.info("OPA token file %s changed; new token in use", self._path)
+        else:
+            self._token = ""
+            log.warning("%s; no token is sent to OPA until the file is fixed", error)

@@ -46,7 +46,9 @@ async def _header_after_check(sidecar: SidecarHandle, fault: FaultOpa) -> str | 
     return fault.requests[-1].header("Authorization")
 
 
-async def _await_header(sidecar: SidecarHandle, fault: FaultOpa, expected: str, within: float) -> float:
+async def _await_header(
+    sidecar: SidecarHandle, fault: FaultOpa, expected: str | None, within: float
+) -> float:
     """Seconds until checks carry `expected`; fails after `within`."""
     started = time.monotonic()
     while (header := await _header_after_check(sidecar, fault)) != expected:
@@ -80,22 +82,25 @@ async def test_readiness_probe_carries_the_token(fault_opa: FaultOpa, tmp_path: 
     assert probe.header("Authorization") == f"Bearer {TOKEN_A}"
 
 
-async def test_a_broken_rotation_keeps_the_last_good_token(
+async def test_a_broken_rotation_drops_the_old_token_until_the_file_is_good(
     fault_opa: FaultOpa, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    # A token is often rotated because the old one must stop working: a bad new
+    # file means no token at all (an OPA that requires one refuses), never the old one.
     token_file = tmp_path / "token"
     _write(token_file, TOKEN_A)
     caplog.set_level("DEBUG")
     async with running_sidecar(fault_opa.url, opa_token_file=str(token_file)) as sidecar:
         _write(token_file, f"Bearer {TOKEN_B}")  # a common mistake: the scheme in the file
-        await asyncio.sleep(1.1)
-        assert await _header_after_check(sidecar, fault_opa) == f"Bearer {TOKEN_A}"
+        await _await_header(sidecar, fault_opa, None, within=1.6)
         token_file.unlink()
         await asyncio.sleep(1.1)
-        assert await _header_after_check(sidecar, fault_opa) == f"Bearer {TOKEN_A}"
+        assert await _header_after_check(sidecar, fault_opa) is None
+        _write(token_file, TOKEN_C)
+        await _await_header(sidecar, fault_opa, f"Bearer {TOKEN_C}", within=1.6)
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-    assert any("--opa-token-file" in w and "keeping the previous token" in w for w in warnings)
-    for secret in (TOKEN_A, TOKEN_B):
+    assert any("--opa-token-file" in w and "no token is sent" in w for w in warnings)
+    for secret in (TOKEN_A, TOKEN_B, TOKEN_C):
         assert secret not in caplog.text
 
 
@@ -177,7 +182,7 @@ def test_token_never_appears_in_any_output_even_when_opa_rejects_it(
     assert decisions[0]["detail"] == "OPA answered HTTP 401 (unauthorized)"
     assert "input" in decisions[0]  # --log-input was on
     output = child.stdout() + child.stderr()
-    assert "keeping the previous token" in output  # the bad rotation was logged...
+    assert "no token is sent" in output  # the bad rotation was logged...
     for secret in (TOKEN_A, TOKEN_B):  # ...but no token, in whole or in part
         assert secret not in output
         assert secret[5:] not in output
@@ -186,10 +191,10 @@ def test_token_never_appears_in_any_output_even_when_opa_rejects_it(
 async def _checks_around_a_bad_rotation(target: str, token_file: Path, fault: FaultOpa) -> None:
     async with grpc.aio.insecure_channel(target) as channel:
         stub = AuthorizationStub(channel)  # type: ignore[no-untyped-call]
-        for step in range(2):
+        for sent in (f"Bearer {TOKEN_A}", None):
             response = await stub.Check(check_request(headers={"authorization": "Bearer x"}), timeout=3)
             assert response.status.code == PERMISSION_DENIED
-            assert fault.requests[-1].header("Authorization") == f"Bearer {TOKEN_A}"
-            if step == 0:
-                _write(token_file, f"Bearer {TOKEN_B}")  # rejected: A stays, a warning is logged
-                await asyncio.sleep(1.1)
+            assert fault.requests[-1].header("Authorization") == sent
+            if sent is not None:
+                _write(token_file, f"Bearer {TOKEN_B}")  # rejected: no token at all, a warning is logged
+                await asyncio.sleep(1.5)
