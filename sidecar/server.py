@@ -256,7 +256,10 @@ class Sidecar:
         addr = self.settings.grpc_addr
         if addr.unix_path is None:
             addr = ListenAddress(addr.host, self.grpc_port)
-        if not stop_accepting(addr):
+        if stop_accepting(addr):
+            # gRPC then logs "Closing acceptor. Failed accept4: Invalid argument": this shutdown.
+            log.info("gRPC listener on %s shut: new connections are refused", addr)
+        else:
             log.warning("gRPC listener on %s not found: it accepts until gRPC stops", addr)
 
     async def _quiet(self) -> None:
