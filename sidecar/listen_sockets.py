@@ -77,10 +77,19 @@ def _socket_at(fd: int) -> socket.socket | None:
 def _bound_to(sock: socket.socket, addr: ListenAddress) -> bool:
     name = sock.getsockname()
     if addr.unix_path is not None:
-        return sock.family == socket.AF_UNIX and name == addr.unix_path
+        # gRPC binds "unix:///path" as "///path": the same file.
+        return (
+            sock.family == socket.AF_UNIX
+            and isinstance(name, str)
+            and _rooted(name) == _rooted(addr.unix_path)
+        )
     if sock.family not in (socket.AF_INET, socket.AF_INET6):
         return False
     return bool(name[1] == addr.port and _same_host(name[0], addr.host))
+
+
+def _rooted(path: str) -> str:
+    return "/" + path.lstrip("/") if path.startswith("/") else path
 
 
 def _same_host(bound: str, wanted: str) -> bool:

@@ -171,3 +171,39 @@ async def test_http_mode_checks_are_part_of_the_drain(fault_opa: FaultOpa, tmp_p
     assert answered_in < 1.2  # the grace, not the 5 s OPA budget
     assert exit_code == 0
     assert exit_after < 2.0
+
+
+def _unix_connect(path: str) -> str:
+    with socket.socket(socket.AF_UNIX) as sock:
+        try:
+            sock.connect(path)
+        except (ConnectionRefusedError, ConnectionResetError):
+            return "refused"
+    return "accepted"
+
+
+async def test_a_unix_socket_listener_refuses_new_connections_while_the_drain_answers(
+    fault_opa: FaultOpa, tmp_path: Path
+) -> None:
+    fault_opa.set(Behaviour.delayed(0.8))
+    path = str(tmp_path / "authz.sock")
+    # The later --grpc-addr wins over the TCP one SidecarProcess picks.
+    child = SidecarProcess.start(
+        tmp_path, fault_opa.url, "--opa-timeout", "2", "--grpc-addr", f"unix://{path}"
+    )
+    try:
+        async with grpc.aio.insecure_channel(f"unix://{path}") as channel:
+            stub = AuthorizationStub(channel)  # type: ignore[no-untyped-call]
+            checks = _start_checks(stub, 5, timeout=10)
+            await _until(lambda: _posts(fault_opa) == 5, 5, "every check to reach OPA")
+            child.signal()
+            await _until(lambda: _unix_connect(path) == "refused", 2, "the listener to close")
+            pending_when_refused = sum(not c.done() for c in checks)
+            results = await asyncio.gather(*checks, return_exceptions=True)
+        exit_code = await _exit_code(child, 5)
+    finally:
+        child.kill()
+    assert pending_when_refused == 5
+    assert all(isinstance(r, CheckResponse) and r.status.code == 0 for r in results)
+    assert exit_code == 0
+    assert f"gRPC listener on unix://{path} shut" in child.stderr()
