@@ -15,6 +15,8 @@ from typing import Any
 from google.protobuf.message import DecodeError
 
 from sidecar._proto.envoy.service.auth.v3.external_auth_pb2 import CheckRequest
+from sidecar.deny_memory import DenyMemory, Recall
+from sidecar.deny_table import Subject
 from sidecar.envoy.input import DEFAULT_ENVOY_BODY_LIMIT, BadRequest, build_input, opa_request_body
 from sidecar.opa.client import OpaClient, OpaFailure
 from sidecar.opa.result import interpret
@@ -57,6 +59,8 @@ class Outcome:
     opa_seconds: float | None = None  # set when OPA was asked
     opa_reached: bool = False  # OPA answered with some HTTP response
     shadow: asyncio.Task[ShadowResult] | None = None  # the candidate policy's answer, if asked
+    after_deny: Recall | None = None  # what the deny memory said about the check
+    subject: Subject | None = None  # the caller as the deny memory knows it
 
 
 class Authorizer:
@@ -72,7 +76,9 @@ class Authorizer:
         shadow: Shadow | None = None,
         max_request_bytes: int = 4 << 20,
         envoy_body_limit: int = DEFAULT_ENVOY_BODY_LIMIT,
+        deny_memory: DenyMemory | None = None,
     ) -> None:
+        self._memory = deny_memory
         self._max_request_bytes = max_request_bytes
         self._envoy_body_limit = envoy_body_limit
         self._opa = opa
@@ -87,18 +93,24 @@ class Authorizer:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._aborting = False
 
-    async def check(self, request_bytes: bytes, time_remaining: float | None) -> Outcome:
+    async def check(
+        self, request_bytes: bytes, time_remaining: float | None, decision_id: str = ""
+    ) -> Outcome:
         """A serialized CheckRequest (gRPC mode)."""
-        return await self._guarded(time_remaining, self._decide_bytes, request_bytes)
+        return await self._guarded(time_remaining, decision_id, self._decide_bytes, request_bytes)
 
-    async def check_request(self, request: CheckRequest, time_remaining: float | None) -> Outcome:
+    async def check_request(
+        self, request: CheckRequest, time_remaining: float | None, decision_id: str = ""
+    ) -> Outcome:
         """A CheckRequest built from what Envoy forwarded (HTTP mode): headers,
         which carry none of Envoy's view of the connection."""
-        return await self._guarded(time_remaining, self._decide_forwarded, request)
+        return await self._guarded(time_remaining, decision_id, self._decide_forwarded, request)
 
-    async def check_document(self, document: dict[str, Any], time_remaining: float | None) -> Outcome:
+    async def check_document(
+        self, document: dict[str, Any], time_remaining: float | None, decision_id: str = ""
+    ) -> Outcome:
         """An input document given as is (the JSON check API)."""
-        return await self._guarded(time_remaining, self._decide_document, document)
+        return await self._guarded(time_remaining, decision_id, self._decide_document, document)
 
     def abort_all(self) -> None:
         """Deny every check still waiting (shutdown grace ran out): each gets
@@ -108,7 +120,11 @@ class Authorizer:
             task.cancel()
 
     async def _guarded(
-        self, time_remaining: float | None, decide: Callable[..., Awaitable[Outcome]], *args: Any
+        self,
+        time_remaining: float | None,
+        decision_id: str,
+        decide: Callable[..., Awaitable[Outcome]],
+        *args: Any,
     ) -> Outcome:
         """Budget, overload and shutdown rules shared by every way in."""
         if self._aborting:
@@ -124,7 +140,10 @@ class Authorizer:
             self._tasks.add(task)
         try:
             deadline = asyncio.get_running_loop().time() + budget
-            return await decide(*args, deadline)
+            outcome: Outcome = await decide(*args, deadline)
+            if self._memory is not None and outcome.subject is not None:
+                await self._memory.remember(outcome.subject, outcome.verdict, decision_id, deadline)
+            return outcome
         except asyncio.CancelledError:
             if not self._aborting or task is None:
                 raise  # the caller went away: there is nobody to answer
@@ -160,10 +179,28 @@ class Authorizer:
             )
         except BadRequest as exc:
             return Outcome(_bad_request(str(exc), exc.http_status), request)
-        return await self._ask(document, request, deadline, unattested)
+        return await self._consult(document, request, deadline, unattested)
 
     async def _decide_document(self, document: dict[str, Any], deadline: float) -> Outcome:
-        return await self._ask(document, None, deadline, UNATTESTED_IN_JSON_API)
+        return await self._consult(document, None, deadline, UNATTESTED_IN_JSON_API)
+
+    async def _consult(
+        self,
+        document: dict[str, Any],
+        request: CheckRequest | None,
+        deadline: float,
+        unattested: str | None = None,
+    ) -> Outcome:
+        """The deny memory's hook: a caller it holds is denied without asking OPA."""
+        if self._memory is None:
+            return await self._ask(document, request, deadline, unattested)
+        subject = self._memory.subject(document, attested=unattested is None)
+        recall = await self._memory.recall(subject, deadline) if subject is not None else None
+        if recall is not None and recall.deny is not None:
+            return Outcome(recall.deny, request, document, after_deny=recall)
+        outcome = await self._ask(document, request, deadline, unattested)
+        outcome.after_deny, outcome.subject = recall, subject
+        return outcome
 
     async def _ask(
         self,

@@ -17,7 +17,16 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from sidecar.deny_memory_options import (
+    DEFAULT_REASONS,
+    MODES,
+    key_file,
+    parse_reasons,
+    parse_store_url,
+    parse_window,
+)
 from sidecar.signals import JsonPointer, parse_pointers
+from sidecar.verdict import DenyReason
 
 ENV_PREFIX = "OPA_SIDECAR_"
 
@@ -99,6 +108,22 @@ class Settings:
     max_request_bytes: int = 4 << 20
     envoy_max_request_bytes: int = 8192
     workers: int = 1
+    deny_memory: float = 0.0  # seconds; 0: off
+    deny_memory_mode: str = "hold"
+    deny_memory_reasons: frozenset[DenyReason] = frozenset(parse_reasons(DEFAULT_REASONS.split(",")))
+    caller_pointers: tuple[JsonPointer, ...] = (JsonPointer.parse("/attributes/source/principal"),)
+    action_pointers: tuple[JsonPointer, ...] = (
+        JsonPointer.parse("/attributes/request/http/method"),
+        JsonPointer.parse("/parsed_path"),
+    )
+    credential_pointers: tuple[JsonPointer, ...] = (
+        JsonPointer.parse("/attributes/request/http/headers/authorization"),
+    )
+    deny_memory_capacity: int = 100_000
+    deny_memory_store: str | None = None
+    deny_memory_store_timeout: float = 0.02
+    deny_memory_store_failure: str = "deny"
+    deny_memory_key_file: str | None = None
 
 
 # -- value parsers: each takes the raw string and raises ValueError with a reason
@@ -560,6 +585,94 @@ SERVE_OPTIONS: tuple[Option, ...] = (
         "1",
     ),
     Option(
+        "--deny-memory",
+        "deny_memory",
+        parse_window,
+        "seconds a deny is remembered for its caller (0: off); see --deny-memory-mode",
+        "0",
+    ),
+    Option(
+        "--deny-memory-mode",
+        "deny_memory_mode",
+        _choice(*MODES),
+        "observe: only mark a denied caller's later checks; hold: deny its retries of the denied action; "
+        "freeze: deny all its checks. In hold and freeze another credential is denied too",
+        "hold",
+    ),
+    Option(
+        "--deny-memory-reasons",
+        "deny_memory_reasons",
+        parse_reasons,
+        "deny reasons that are remembered (comma-separated)",
+        DEFAULT_REASONS,
+        repeatable=True,
+    ),
+    Option(
+        "--caller",
+        "caller_pointers",
+        parse_pointers,
+        "JSON pointer into the input document that identifies the caller for the deny memory; repeatable",
+        "/attributes/source/principal",
+        repeatable=True,
+    ),
+    Option(
+        "--action",
+        "action_pointers",
+        parse_pointers,
+        "JSON pointer into the input document that identifies the action for the deny memory; repeatable",
+        "/attributes/request/http/method,/parsed_path",
+        repeatable=True,
+    ),
+    Option(
+        "--credential",
+        "credential_pointers",
+        parse_pointers,
+        "JSON pointer into the input document to the credential the caller presents (kept only as a "
+        "keyed hash); repeatable",
+        "/attributes/request/http/headers/authorization",
+        repeatable=True,
+    ),
+    Option(
+        "--deny-memory-capacity",
+        "deny_memory_capacity",
+        _int_range(2, 10_000_000),
+        "entries the in-process deny memory keeps (two per remembered deny); at capacity the oldest "
+        "goes and its caller is asked again",
+        "100000",
+    ),
+    Option(
+        "--deny-memory-store",
+        "deny_memory_store",
+        parse_store_url,
+        "Redis-protocol server that shares the deny memory across workers and replicas: "
+        "redis://host:port/db, rediss://... (TLS) or unix:///path.sock",
+        "",
+        echo=False,
+    ),
+    Option(
+        "--deny-memory-store-timeout",
+        "deny_memory_store_timeout",
+        _positive_seconds(1),
+        "seconds a check waits for the deny memory store (within the check's budget)",
+        "0.02",
+    ),
+    Option(
+        "--deny-memory-store-failure",
+        "deny_memory_store_failure",
+        _choice("deny", "local"),
+        "when the store does not answer in time: deny the check (deny_memory_unavailable), or use "
+        "this process's own memory",
+        "deny",
+    ),
+    Option(
+        "--deny-memory-key-file",
+        "deny_memory_key_file",
+        key_file,
+        "file holding the key (16 bytes or more) that hashes callers and credentials; the same in every "
+        "replica sharing a store (default: a random key per process)",
+        "",
+    ),
+    Option(
         "--shutdown-grace",
         "shutdown_grace",
         _positive_seconds(600),
@@ -631,6 +744,21 @@ def check_combinations(s: Settings) -> None:
             "--workers above 1 needs TCP --grpc-addr, --http-addr and --probe-addr "
             "(a unix socket cannot be shared)"
         )
+    check_deny_memory(s)
     fixed = [addr for addr in listeners if addr.unix_path is not None or addr.port != 0]
     if len(set(fixed)) != len(fixed):
         raise ConfigError("--grpc-addr, --http-addr and --probe-addr must all differ")
+
+
+def check_deny_memory(s: Settings) -> None:
+    if s.deny_memory_store is not None and s.deny_memory_key_file is None:
+        raise ConfigError(
+            "--deny-memory-store needs --deny-memory-key-file: every worker and replica sharing the "
+            "store must hash callers and credentials with the same key"
+        )
+    # Workers are separate processes: only the store is shared between them.
+    if s.deny_memory > 0 and s.workers > 1 and s.deny_memory_store is None:
+        raise ConfigError(
+            "--deny-memory with --workers above 1 needs --deny-memory-store: a caller's retry may land "
+            "on any worker, and only the store is shared between them"
+        )

@@ -85,6 +85,11 @@ class DecisionLog:
             entry["path"] = http.path.partition("?")[0]
             if request.attributes.source.principal:
                 entry["source_principal"] = request.attributes.source.principal
+        after = outcome.after_deny
+        if after is not None and after.kind is not None:  # the caller was denied within the window
+            entry["after_deny"] = after.kind.value
+            entry["seconds_since_deny"] = round(after.seconds_since_deny, 3)
+            entry["earlier_decision_id"] = after.earlier_decision_id
         if self._masker is not None and outcome.input is not None:
             entry["input"] = self._masker.mask(outcome.input)
         # Raises LineNotRecorded when the line cannot be kept: the check is then denied.

@@ -113,7 +113,7 @@ class HttpAuthz:
         remaining = _timeout_ms(request, "x-envoy-expected-rq-timeout-ms", 0.001)
         try:
             body = await request.read()
-            pending = self._authorizer.check_request(to_check_request(request, body), remaining)
+            pending = self._authorizer.check_request(to_check_request(request, body), remaining, decision_id)
         except Exception as exc:
             outcome = internal_error(decision_id, "request not read", exc)
         else:
@@ -150,7 +150,7 @@ class HttpAuthz:
             outcome = Outcome(Deny(DenyReason.BAD_REQUEST, "body is not one JSON object", http_status=400))
         else:
             outcome = await self._recorder.outcome(
-                decision_id, self._authorizer.check_document(document, remaining)
+                decision_id, self._authorizer.check_document(document, remaining, decision_id)
             )
         verdict = self._recorder.record(decision_id, outcome, started).verdict
         allowed = isinstance(verdict, Allow)

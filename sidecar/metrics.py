@@ -79,6 +79,47 @@ class Metrics:
         )
         self._shadow = {(e, s): shadow.labels(e, s) for e in ("allow", "deny") for s in ("allow", "deny")}
 
+        after_deny = Counter(
+            "opa_sidecar_checks_after_deny",
+            "Checks by a caller within its deny memory window, by how they follow the deny (retry, "
+            "other_action, credential_switch) and whether the memory denied them (held), in every mode.",
+            ["kind", "held"],
+            registry=registry,
+        )
+        self._after_deny = {
+            (kind, held): after_deny.labels(kind, held)
+            for kind in ("retry", "other_action", "credential_switch")
+            for held in ("true", "false")
+        }
+        self._denies_remembered = Counter(
+            "opa_sidecar_deny_memory_remembered",
+            "Denies that opened or renewed a caller's deny memory window.",
+            registry=registry,
+        )
+        self._deny_memory_evicted = Counter(
+            "opa_sidecar_deny_memory_evicted",
+            "Live entries the in-process deny memory dropped for room (those callers are asked again).",
+            registry=registry,
+        )
+        store_errors = Counter(
+            "opa_sidecar_deny_memory_store_errors",
+            "Deny memory store calls that failed or ran out of time, by operation (read, write).",
+            ["operation"],
+            registry=registry,
+        )
+        self._store_errors = {op: store_errors.labels(op) for op in ("read", "write")}
+
+    def observe_after_deny(self, kind: str, *, held: bool) -> None:
+        self._after_deny[kind, "true" if held else "false"].inc()
+
+    def observe_deny_remembered(self, evicted: int) -> None:
+        self._denies_remembered.inc()
+        if evicted:
+            self._deny_memory_evicted.inc(evicted)
+
+    def observe_deny_store_error(self, operation: str) -> None:
+        self._store_errors[operation].inc()
+
     def observe_shadow(self, enforced: Verdict, shadow: Verdict) -> None:
         self._shadow[_outcome(enforced), _outcome(shadow)].inc()
 

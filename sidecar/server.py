@@ -17,6 +17,7 @@ from grpc_reflection.v1alpha import reflection
 from sidecar.authorizer import Authorizer
 from sidecar.config import ConfigError, ListenAddress, Settings
 from sidecar.decision_log import DecisionLog
+from sidecar.deny_memory import build_deny_memory
 from sidecar.envoy.service import SERVICE_NAME, CheckService
 from sidecar.grpc_options import server_options
 from sidecar.grpc_relay import GrpcRelay, private_grpc_address
@@ -98,8 +99,10 @@ class Sidecar:
                 settings.opa_timeout,
                 settings.max_inflight,
             )
+        self.deny_memory = build_deny_memory(settings, self.metrics)
         self.authorizer = Authorizer(
             self.opa,
+            deny_memory=self.deny_memory,
             opa_timeout=settings.opa_timeout,
             max_inflight=settings.max_inflight,
             parse_body=not settings.skip_request_body_parse,
@@ -247,6 +250,8 @@ class Sidecar:
         if self.shadow is not None:
             self.shadow.cancel_all()
         self.opa.close()
+        if self.deny_memory is not None:
+            await self.deny_memory.close()
         self.decisions.close()
 
     def _stop_accepting(self) -> None:

@@ -29,6 +29,10 @@ class DenyReason(enum.StrEnum):
     MISSING_SIGNAL = "missing_signal"  # a required input signal is absent
     SHUTTING_DOWN = "shutting_down"  # the process is draining
     INTERNAL_ERROR = "internal_error"  # any unexpected exception
+    # Deny memory (sidecar/deny_memory.py): made without asking OPA.
+    HELD_AFTER_DENY = "held_after_deny"  # the caller was denied within the window
+    CREDENTIAL_SWITCH = "credential_switch"  # a denied caller now presents another credential
+    DENY_MEMORY_UNAVAILABLE = "deny_memory_unavailable"  # the shared memory did not answer in time
 
 
 Header = tuple[str, str]

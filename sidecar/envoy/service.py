@@ -45,7 +45,7 @@ class CheckService:
                 outcome = Outcome(Deny(DenyReason.OVERLOADED, refusal.value))
             else:
                 outcome = await self._recorder.outcome(
-                    decision_id, self._authorizer.check(request_bytes, context.time_remaining())
+                    decision_id, self._authorizer.check(request_bytes, context.time_remaining(), decision_id)
                 )
         except asyncio.CancelledError:
             # The caller gave up first (Envoy's timeout): there is nobody to
