@@ -20,10 +20,14 @@ import pytest
 
 from sidecar._proto.envoy.service.auth.v3.external_auth_pb2 import CheckResponse
 from sidecar._proto.envoy.service.auth.v3.external_auth_pb2_grpc import AuthorizationStub
+from sidecar.cli import build_parser
+from sidecar.config import settings_from
 from sidecar.worker_link import HEARTBEAT_INTERVAL_SECONDS
-from sidecar.workers import HEARTBEAT_TIMEOUT_SECONDS, _next_backoff
+from sidecar.workers import HEARTBEAT_TIMEOUT_SECONDS, Supervisor, _next_backoff
 from tests.check_requests import check_request
 from tests.fault_opa import FaultOpa
+from tests.operations.sidecar_process import SidecarProcess
+from tests.tls.certs import Pki
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -251,3 +255,64 @@ def test_the_restart_backoff_grows_while_workers_fail_and_resets_after_a_healthy
         seen.append(backoff)
     assert seen == [0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0]
     assert _next_backoff(5.0, ran=10.0) == 0.0
+
+
+async def test_mutual_tls_passes_through_the_workers_relay(
+    fault_opa: FaultOpa, pki: Pki, tmp_path: Path
+) -> None:
+    # The workers relay the shared socket's bytes to their own gRPC server, which
+    # ends TLS: the client certificate is still verified there.
+    child = SidecarProcess.start(
+        tmp_path,
+        fault_opa.url,
+        "--workers", "2",
+        "--grpc-tls-cert", str(pki.server.cert),
+        "--grpc-tls-key", str(pki.server.key),
+        "--grpc-client-ca", str(pki.ca),
+    )  # fmt: skip
+
+    async def check(with_client_certificate: bool) -> int | None:
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=pki.ca.read_bytes(),
+            private_key=pki.client.key.read_bytes() if with_client_certificate else None,
+            certificate_chain=pki.client.cert.read_bytes() if with_client_certificate else None,
+        )
+        options = [("grpc.use_local_subchannel_pool", 1)]
+        async with grpc.aio.secure_channel(child.grpc_target, credentials, options=options) as channel:
+            stub = AuthorizationStub(channel)  # type: ignore[no-untyped-call]
+            try:
+                response: CheckResponse = await stub.Check(check_request(), timeout=5)
+            except grpc.aio.AioRpcError:
+                return None
+            return int(response.status.code)
+
+    try:
+        trusted = [await check(True) for _ in range(10)]
+        anonymous = await check(False)
+    finally:
+        child.signal()
+        child.wait(15)
+    assert trusted == [0] * 10
+    assert anonymous is None
+
+
+def test_a_worker_started_as_a_signal_arrives_gets_it_too(fault_opa: FaultOpa, tmp_path: Path) -> None:
+    # The signal handler forwards to the workers it knows; one being started at
+    # that moment is not among them, so it gets the signals when it is started.
+    argv = ["serve", "--opa-url", fault_opa.url, "--workers", "2", "--ready-without-opa"]
+    argv += ["--grpc-addr", f"127.0.0.1:{free_port()}", "--http-addr", f"127.0.0.1:{free_port()}"]
+    argv += ["--probe-addr", f"127.0.0.1:{free_port()}", "--decision-log", str(tmp_path / "d.jsonl")]
+    supervisor = Supervisor(settings_from(build_parser().parse_args(argv), env={}), argv)
+    supervisor._on_signal(signal.SIGTERM, None)  # no worker yet
+    supervisor._metrics_dir = str(tmp_path)
+    supervisor._spawn(0)
+    worker = supervisor._slots[0].worker
+    assert worker is not None
+    try:
+        code = worker.process.wait(20)
+    finally:
+        if worker.process.poll() is None:
+            worker.process.kill()
+            worker.process.wait()
+        os.close(worker.heartbeats)
+    assert code in (0, -signal.SIGTERM)
