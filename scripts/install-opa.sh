@@ -6,8 +6,9 @@
 # pinned version is kept as it is.
 #
 # Without Go: an `opa` on PATH is used (linked into DEST), else the tests fall
-# back to the OPA test server on the OPA engine (tests/opa_server). The last
-# line printed says which OPA the tests will ask.
+# back to the OPA test server on the OPA engine (tests/opa_server). With Go, a
+# failed build fails: such a machine is meant to test against the real OPA. The
+# last line printed says which OPA the tests will ask.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,4 +44,4 @@ if [[ -n $found && $found != "$target" ]]; then
     exit 0
 fi
 rm -f "$target"
-echo "OPA: the OPA test server (tests/opa_server): no Go to build OPA and no opa on PATH" >&2
+echo "OPA: the OPA test server (tests/opa_server): no Go to build OPA and no opa on PATH"
