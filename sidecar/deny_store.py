@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
-from redis.retry import Retry
 
 from sidecar.deny_table import EarlierDeny, Recollection, Subject
 
@@ -26,6 +28,7 @@ KEY_PREFIX = b"opa-sidecar:deny:"
 MAX_CONNECTIONS = 64
 # A bound for the socket itself; each call's own deadline is usually far shorter.
 _SOCKET_SECONDS = 1.0
+T = TypeVar("T")
 
 
 class StoreUnavailable(Exception):
@@ -44,13 +47,13 @@ class RedisDenyStore:
             retry=Retry(NoBackoff(), 0),  # one attempt: a retry would outlive the check
         )
         self._redis = Redis(connection_pool=pool)
+        self._abandoned: set[asyncio.Future[Any]] = set()
 
     async def recall(self, subject: Subject, deadline: float) -> Recollection:
         """``deadline`` is in loop time."""
         keys = (_caller_key(subject), _action_key(subject))
         try:
-            async with asyncio.timeout_at(deadline):
-                caller, action = await self._redis.mget(keys)
+            caller, action = await self._by(deadline, self._redis.mget(keys))
         except (TimeoutError, RedisError, OSError) as exc:
             raise StoreUnavailable(f"read failed: {type(exc).__name__}") from None
         return Recollection(_decode(caller, with_credential=True), _decode(action, with_credential=False))
@@ -60,19 +63,31 @@ class RedisDenyStore:
     ) -> None:
         millis = max(math.ceil(window * 1000), 1)
         stamp = f"{decision_id}|{denied_at!r}".encode()
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.set(_caller_key(subject), stamp + b"|" + subject.credential.hex().encode(), px=millis)
+        pipe.set(_action_key(subject), stamp, px=millis)
         try:
-            async with asyncio.timeout_at(deadline):
-                async with self._redis.pipeline(transaction=True) as pipe:
-                    pipe.set(
-                        _caller_key(subject), stamp + b"|" + subject.credential.hex().encode(), px=millis
-                    )
-                    pipe.set(_action_key(subject), stamp, px=millis)
-                    await pipe.execute()
+            await self._by(deadline, pipe.execute())
         except (TimeoutError, RedisError, OSError) as exc:
             raise StoreUnavailable(f"write failed: {type(exc).__name__}") from None
 
     async def close(self) -> None:
+        for call in list(self._abandoned):
+            call.cancel()
         await self._redis.aclose()
+
+    async def _by(self, deadline: float, call: Awaitable[T]) -> T:
+        """The call's result, or TimeoutError at the deadline. The call is left
+        to end in the background: the client closes the connection of a call
+        it abandons, and against a paused server that close waits itself."""
+        task = asyncio.ensure_future(call)
+        done, _ = await asyncio.wait({task}, timeout=max(deadline - asyncio.get_running_loop().time(), 0))
+        if task in done:
+            return task.result()
+        task.cancel()
+        self._abandoned.add(task)
+        task.add_done_callback(_forget(self._abandoned))
+        raise TimeoutError
 
 
 def _caller_key(subject: Subject) -> bytes:
@@ -102,3 +117,12 @@ def _decode(value: object, *, with_credential: bool) -> EarlierDeny | None:
     except (UnicodeDecodeError, ValueError):
         raise untrusted from None
     return EarlierDeny(parts[0], denied_at, credential)
+
+
+def _forget(abandoned: set[asyncio.Future[Any]]) -> Callable[[asyncio.Future[Any]], None]:
+    def done(task: asyncio.Future[Any]) -> None:
+        abandoned.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: an abandoned call's failure is already a deny
+
+    return done
