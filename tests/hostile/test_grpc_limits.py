@@ -5,6 +5,7 @@ hostile client must not be able to make one happen to Envoy's calls."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import select
 import socket
 import time
@@ -12,6 +13,7 @@ import time
 import grpc
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
 import h2.settings
 import pytest
@@ -115,7 +117,8 @@ def _events(sock: socket.socket, conn: h2.connection.H2Connection, seconds: floa
             if not data:
                 break
             events += conn.receive_data(data)
-            sock.sendall(conn.data_to_send())  # settings and ping acks; never a window update
+            with contextlib.suppress(OSError):  # the server may have closed its side
+                sock.sendall(conn.data_to_send())  # settings and ping acks; never a window update
     return events
 
 
@@ -144,3 +147,24 @@ async def test_a_connection_that_reads_no_answers_gets_bare_statuses_that_hold_n
     stalled = [d for d in decisions if d.get("detail") == "the client leaves its answers unread"]
     assert len(stalled) == 1
     assert fault_opa.count == MIN_UNREAD_WHEN_STALLED
+
+
+async def test_a_ping_flood_is_answered_with_goaway(fault_opa: FaultOpa) -> None:
+    def flood(port: int) -> list[h2.events.Event]:
+        sock, conn = _stalled_client(port)
+        try:
+            with contextlib.suppress(OSError):  # closed by the server once it had enough
+                for n in range(10):
+                    conn.ping(n.to_bytes(8, "big"))
+                    sock.sendall(conn.data_to_send())
+                    time.sleep(0.01)
+            return _events(sock, conn, 2.0)
+        finally:
+            sock.close()
+
+    async with running_sidecar(fault_opa.url) as sidecar:
+        events = await asyncio.to_thread(flood, sidecar.sidecar.grpc_port)
+
+    [goaway] = [e for e in events if isinstance(e, h2.events.ConnectionTerminated)]
+    assert goaway.error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+    assert goaway.additional_data == b"too_many_pings"
