@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import select
 import threading
 import time
 from typing import IO
@@ -91,14 +92,20 @@ class LineWriter:
             log.error("decision log closed with %d bytes not written", self._backlog)
 
     def _next_batch(self) -> bytes | None:
+        """Whole lines, at most PIPE_BUF bytes unless one line is longer: a write
+        that size to a pipe is atomic, so processes sharing stdout (--workers)
+        never interleave within a line."""
         with self._changed:
             while not self._lines and not self._closing:
                 self._changed.wait()
             if not self._lines:
                 return None
-            batch = b"".join(self._lines)
-            self._lines.clear()
-            return batch
+            batch = [self._lines.popleft()]
+            size = len(batch[0])
+            while self._lines and size + len(self._lines[0]) <= select.PIPE_BUF:
+                size += len(self._lines[0])
+                batch.append(self._lines.popleft())
+            return b"".join(batch)
 
     def _run(self) -> None:
         while (batch := self._next_batch()) is not None:

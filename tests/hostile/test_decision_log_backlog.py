@@ -9,6 +9,7 @@ import errno
 import fcntl
 import io
 import os
+import select
 import subprocess
 import time
 from collections.abc import Iterator
@@ -154,3 +155,31 @@ async def test_a_sidecar_whose_stdout_nobody_reads_keeps_answering_and_denies_wh
         answer.dynamic_metadata.fields["deny_reason"].string_value for answer in answers if answer.status.code
     }
     assert reasons == {"internal_error"}
+
+
+class _RecordingStream(io.RawIOBase):
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: object) -> int:
+        assert isinstance(data, bytes)
+        self.writes.append(data)
+        return len(data)
+
+
+def test_each_write_is_whole_lines_within_the_atomic_pipe_size() -> None:
+    # Worker processes share stdout: a write up to PIPE_BUF is never interleaved with another's.
+    stream = _RecordingStream()
+    writer = LineWriter(stream, BACKLOG)  # type: ignore[arg-type]
+    long_line = b'{"long": "' + b"y" * 6000 + b'"}\n'
+    for n in range(200):
+        writer.write(long_line if n == 100 else LINE)
+    assert writer.flush(5.0)
+    writer.close(1.0)
+    assert b"".join(stream.writes) == LINE * 100 + long_line + LINE * 99
+    for chunk in stream.writes:
+        assert chunk.endswith(b"\n")
+        assert len(chunk) <= select.PIPE_BUF or chunk == long_line
