@@ -16,6 +16,8 @@ from tests.differential.parsing_upstream import ParsingUpstream
 from tests.fault_opa import FaultOpa
 
 MODES = {"grpc": ENVOY_TEMPLATE, "http": ENVOY_HTTP_TEMPLATE}
+# What each mode's listener takes: the HTTP-mode one HTTP/1.1 only (codec_type: HTTP1).
+PROTOCOLS = {"grpc": ("HTTP/1.1", "HTTP/2"), "http": ("HTTP/1.1",)}
 
 
 @dataclass
@@ -25,6 +27,10 @@ class DifferentialStack:
     sidecar: SidecarProcess
     envoy: EnvoyProcess
     opa: FaultOpa
+
+    @property
+    def protocols(self) -> tuple[str, ...]:
+        return PROTOCOLS[self.mode]
 
     def logs(self) -> str:
         return f"{self.envoy.all_logs()}\n{self.sidecar.all_logs()}"

@@ -4,7 +4,8 @@ receives, or the request is refused.
 Real Envoy 1.40 with each shipped configuration (gRPC and HTTP mode) -> the sidecar process
 -> a recording OPA that allows everything, in front of an upstream that parses each request
 with werkzeug, python-multipart, Starlette and the standard library. Hypothesis sends
-hostile-but-plausible requests over raw HTTP/1.1 and HTTP/2 sockets; for each, either it
+hostile-but-plausible requests over raw HTTP/1.1 and HTTP/2 sockets (HTTP/1.1 only to the
+HTTP-mode listener, which takes nothing else); for each, either it
 was refused before the upstream, or the OPA input equals what the upstream got and parsed
 (`view_check`). An allowed request on which the application's own parsers disagree fails
 too: the sidecar should have refused the ambiguity.
@@ -25,6 +26,7 @@ from typing import Final
 
 import pytest
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.differential.differential_stack import DifferentialStack, differential_stack
 from tests.differential.strategies import BUFFER_LIMIT, WireRequest, wire_requests
@@ -96,10 +98,11 @@ def _append_finding(text: str) -> None:
 # Room for hypothesis to shrink a failure to its smallest request.
 @pytest.mark.timeout(300)
 @settings(max_examples=CI_EXAMPLES, deadline=None, suppress_health_check=_RELAXED, database=None)
-@given(request=wire_requests())
+@given(data=st.data())
 def test_an_allowed_request_is_the_request_the_application_parses(
-    stack: DifferentialStack, request: WireRequest
+    stack: DifferentialStack, data: st.DataObject
 ) -> None:
+    request = data.draw(wire_requests(stack.protocols), label="request")
     obs = observe(stack, request)
     verdict = judge(obs)
     if verdict.mismatches:
@@ -116,7 +119,7 @@ def test_long_survey_of_request_views(stack: DifferentialStack) -> None:
     failures: list[str] = []
 
     @settings(max_examples=LONG_EXAMPLES, deadline=None, suppress_health_check=_RELAXED, database=None)
-    @given(request=wire_requests())
+    @given(request=wire_requests(stack.protocols))
     def survey(request: WireRequest) -> None:
         obs = observe(stack, request)
         verdict = judge(obs)

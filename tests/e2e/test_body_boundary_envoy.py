@@ -1,7 +1,7 @@
 """Bodies around Envoy's buffer limit (8191, 8192, 8193 and 20000 bytes) with every framing
-of docs/envoy-bodies.md, through the shipped configurations of both modes: whenever the
-upstream got more than the policy saw, the policy was told (`truncated_body`); when it was
-not told, it saw exactly the upstream's bytes."""
+of docs/envoy-bodies.md that each mode's listener takes (HTTP/2 in gRPC mode only), through
+the shipped configurations: whenever the upstream got more than the policy saw, the policy
+was told (`truncated_body`); when it was not told, it saw exactly the upstream's bytes."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.observe_envoy import CASES, SIZES, Case
+from tests.e2e.observe_envoy import SIZES, Case, cases_for
 from tests.e2e.stack import Stack
 from tests.e2e.two_modes import MODES, running_mode_stack, send
 from tests.fault_opa import FaultOpa
@@ -29,8 +29,13 @@ def mode_stack(request: pytest.FixtureRequest, _fault_opa_session: FaultOpa) -> 
         yield stack
 
 
+MODE_CASES = [
+    pytest.param(mode, case, id=f"{mode}-{case.name}") for mode in MODES for case in cases_for(mode)
+]
+
+
 @pytest.mark.parametrize("size", SIZES)
-@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
+@pytest.mark.parametrize(("mode_stack", "case"), MODE_CASES, indirect=["mode_stack"])
 def test_the_policy_knows_when_it_saw_less_than_the_upstream(
     mode_stack: Stack, fault_opa: FaultOpa, case: Case, size: int
 ) -> None:

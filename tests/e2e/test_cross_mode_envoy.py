@@ -1,6 +1,7 @@
 """The same requests through the shipped gRPC-mode and HTTP-mode configurations, with the
 same policy: the same decisions, and the same input documents but for the fields HTTP
-mode cannot carry (README, "ext_authz HTTP mode and the JSON check API")."""
+mode cannot carry (README, "ext_authz HTTP mode and the JSON check API"). Sent over
+HTTP/1.1, the one protocol both listeners take."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.envoy_wire import Reply, h1_request, h2_request
+from tests.e2e.envoy_wire import Reply, h1_request
 from tests.e2e.stack import Stack
 from tests.e2e.two_modes import Seen, running_mode_stack, send
 from tests.fault_opa import Behaviour, FaultOpa, RecordedRequest
@@ -61,14 +62,6 @@ def _h1(
     return lambda port: h1_request(port, "\r\n".join(lines).encode(), [body] if body else [])
 
 
-def _h2(
-    method: str, target: str, headers: list[tuple[str, str]], body: bytes = b""
-) -> Callable[[int], Reply]:
-    pseudo = [(":method", method), (":scheme", "http"), (":authority", "shop.example"), (":path", target)]
-    encoded = [(k.encode(), v.encode()) for k, v in (*pseudo, *headers)]
-    return lambda port: h2_request(port, encoded, [body] if body else [])
-
-
 JSON = [("content-type", "application/json")]
 FORM = [("content-type", "application/x-www-form-urlencoded")]
 REQUESTS: dict[str, Callable[[int], Reply]] = {
@@ -82,13 +75,25 @@ REQUESTS: dict[str, Callable[[int], Reply]] = {
     "second-credential-proxy": _h1(
         "GET", "/me", [("authorization", "Bearer t"), ("proxy-authorization", "Basic x")]
     ),
-    "second-credential-api-key": _h2("GET", "/me", [("authorization", "Bearer t"), ("x-api-key", "k-9")]),
-    "cookies-http2": _h2("GET", "/c", [("cookie", "a=1"), ("cookie", "b=2")]),
+    "second-credential-api-key": _h1("GET", "/me", [("authorization", "Bearer t"), ("x-api-key", "k-9")]),
+    "two-cookie-lines": _h1("GET", "/c", [("cookie", "a=1"), ("cookie", "b=2")]),
     "post-json": _h1("POST", "/orders?dry_run=0", JSON, b'{"item": "book", "quantity": 3}'),
     "post-json-delete": _h1("POST", "/orders", JSON, b'{"item": "book", "action": "delete"}'),
-    "put-json-http2": _h2("PUT", "/orders/7", JSON, b'{"quantity": 4}'),
+    "put-json": _h1("PUT", "/orders/7", JSON, b'{"quantity": 4}'),
     "post-form": _h1("POST", "/login", FORM, b"user=alice&remember=1"),
-    "post-form-delete-http2": _h2("POST", "/admin", FORM, b"action=delete&id=7"),
+    "post-form-delete": _h1("POST", "/admin", FORM, b"action=delete&id=7"),
+    # Envoy answers one 100-continue itself; any other Expect reaches the check and the upstream.
+    "repeated-expect": _h1(
+        "POST", "/upload", [*JSON, ("expect", "100-continue"), ("expect", "100-continue")], b"{}"
+    ),
+    "unknown-expect": _h1("PUT", "/upload", [*JSON, ("expect", "later")], b"{}"),
+    # The client's x-envoy-* headers are dropped: the partial-body flag the policy sees is Envoy's.
+    "client-envoy-headers": _h1(
+        "POST",
+        "/orders",
+        [*JSON, ("x-envoy-auth-partial-body", "true"), ("x-envoy-peer-metadata-id", "forged")],
+        b'{"item": "pen"}',
+    ),
     "patch-text": _h1("PATCH", "/notes/1?v=3", [("content-type", "text/plain")], b"hello"),
     "delete": _h1("DELETE", "/orders/7", [("authorization", "Bearer t")]),
     "head": _h1("HEAD", "/catalog", []),
@@ -157,3 +162,22 @@ def test_the_policy_saw_every_credential_in_both_modes(seen: dict[str, dict[str,
         for mode in ("grpc", "http"):
             assert seen[name][mode].reply.status == 403, (name, mode)
     assert seen["one-credential"]["http"].reply.status == 200
+
+
+def test_headers_that_concern_envoy_reach_the_policy_as_the_upstream_gets_them(
+    seen: dict[str, dict[str, Seen]],
+) -> None:
+    for mode in ("grpc", "http"):
+        for name, expect in (("repeated-expect", "100-continue,100-continue"), ("unknown-expect", "later")):
+            one = seen[name][mode]
+            assert one.reply.status == 200 and one.upstream is not None, (name, mode, one.reply)
+            assert one.headers["expect"] == expect
+            assert ",".join(one.upstream["headers"]["expect"]) == expect
+        forged = seen["client-envoy-headers"][mode]
+        assert forged.reply.status == 200 and forged.upstream is not None, (mode, forged.reply)
+        assert forged.headers["x-envoy-auth-partial-body"] == "false"  # Envoy's, not the client's
+        assert forged.input["truncated_body"] is False
+        assert "x-envoy-peer-metadata-id" not in forged.headers
+        assert (
+            not {"x-envoy-auth-partial-body", "x-envoy-peer-metadata-id"} & forged.upstream["headers"].keys()
+        )

@@ -1,9 +1,9 @@
 """Header values beyond ASCII through the shipped configurations of both modes, over
-HTTP/1.1 and HTTP/2. Envoy hands a text check '!' for each byte that is not UTF-8 while the
-upstream gets the byte (docs/envoy-bodies.md); gRPC mode sends the bytes instead
-(encode_raw_headers). Either way the sidecar refuses a value the application would read
-otherwise (bad_request, 400) before OPA is asked; any other value reaches the policy
-exactly as the upstream gets it."""
+HTTP/1.1 and (gRPC mode, whose listener takes it) HTTP/2. Envoy hands a text check '!'
+for each byte that is not UTF-8 while the upstream gets the byte (docs/envoy-bodies.md);
+gRPC mode sends the bytes instead (encode_raw_headers). Either way the sidecar refuses a
+value the application would read otherwise (bad_request, 400) before OPA is asked; any
+other value reaches the policy exactly as the upstream gets it."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from deploy.echo_upstream import EchoUpstream
 from deploy.local_stack import EnvoyProcess
 from tests.e2e.envoy_wire import Reply, h1_request, h2_request
 from tests.e2e.stack import Stack
-from tests.e2e.two_modes import MODES, running_mode_stack
+from tests.e2e.two_modes import MODE_PROTOCOLS, MODES, running_mode_stack
 from tests.fault_opa import FaultOpa
 
 NOT_UTF8 = {
@@ -64,7 +64,7 @@ def mode_stack(request: pytest.FixtureRequest, _fault_opa_session: FaultOpa) -> 
         yield ModeStack(request.param, stack)
 
 
-@pytest.mark.parametrize("protocol", ["http1", "http2"])
+@pytest.mark.parametrize(("mode_stack", "protocol"), MODE_PROTOCOLS, indirect=["mode_stack"])
 @pytest.mark.parametrize("value", NOT_UTF8.values(), ids=NOT_UTF8.keys())
 def test_a_header_value_outside_utf8_is_refused_before_opa_is_asked(
     mode_stack: ModeStack, fault_opa: FaultOpa, protocol: str, value: bytes
@@ -76,7 +76,7 @@ def test_a_header_value_outside_utf8_is_refused_before_opa_is_asked(
     assert len(mode_stack.upstream.received) == received
 
 
-@pytest.mark.parametrize("protocol", ["http1", "http2"])
+@pytest.mark.parametrize(("mode_stack", "protocol"), MODE_PROTOCOLS, indirect=["mode_stack"])
 @pytest.mark.parametrize("value", UTF8.values(), ids=UTF8.keys())
 def test_a_header_value_in_utf8_reaches_the_policy_as_the_upstream_gets_it_or_is_refused(
     mode_stack: ModeStack, fault_opa: FaultOpa, protocol: str, value: bytes

@@ -23,6 +23,7 @@ import pytest
 from deploy.echo_upstream import EchoUpstream
 from deploy.local_stack import Response, local_addresses, start_envoy, start_sidecar
 from deploy.render import ENVOY_HTTP_TEMPLATE, render_envoy
+from tests.e2e.envoy_wire import Reply, h2_request
 from tests.e2e.stack import Stack, fail_open, wait_for
 from tests.e2e.test_hostile_envoy import FAULTS
 from tests.fault_opa import Behaviour, FaultOpa
@@ -238,9 +239,35 @@ def test_a_cut_body_reaches_the_policy_as_truncated_whatever_the_client_claims(h
     assert cut.status == 200, cut.text
     assert cut.json()["headers"]["x-authz-policy"] == ["truncated:true"]
     assert cut.json()["body_bytes"] == len(body)  # the upstream still gets all of it
+    assert "x-envoy-auth-partial-body" not in cut.json()["headers"]  # the client's copy is dropped
 
     whole = http_stack.envoy.request("POST", "/upload", headers=spoofed, body=b'{"small": true}')
     assert whole.json()["headers"]["x-authz-policy"] == ["truncated:false"]
+
+
+def test_an_http2_client_gets_no_allow(http_stack: Stack) -> None:
+    """The HTTP-mode listener takes HTTP/1.1 only (codec_type: HTTP1): the check is HTTP/1.1
+    text, whose parsers trim what an HTTP/2 header value can keep at its ends."""
+    received, decided = len(http_stack.upstream.received), len(http_stack.sidecar.decisions())
+    headers = [
+        (b":method", b"GET"),
+        (b":scheme", b"http"),
+        (b":authority", b"shop"),
+        (b":path", b"/anonymous/h2"),
+    ]
+    try:
+        reply: Reply | None = h2_request(
+            http_stack.envoy.port, [*headers, (b"x-role", b" admin ")], timeout=5
+        )
+    except ConnectionError:
+        reply = None  # Envoy's HTTP/1 codec refused the preface and closed
+    assert reply is None or reply.status != 200, reply
+    # The same request over HTTP/1.1 is allowed: only the protocol was refused.
+    assert http_stack.envoy.request("GET", "/anonymous/h1").status == 200
+    assert [r["path"] for r in http_stack.upstream.received[received:]] == ["/anonymous/h1"]
+    assert [d["path"] for d in http_stack.sidecar.decisions()[decided:]] == ["/anonymous/h1"]
+    refused = wait_for(lambda: next((e for e in http_stack.envoy.access_log() if e["status"] == 400), None))
+    assert refused["details"] == "http1.codec_error"
 
 
 @pytest.mark.parametrize("status", [200, 503])

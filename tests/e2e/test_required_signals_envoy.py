@@ -5,8 +5,9 @@ value of spaces and tabs to "", HTTP/2 passes it as sent, and both join repeated
 with "," (two empty ones arrive as ","). Each such request is denied (`missing_signal`)
 without asking OPA; a value with any content passes. A value the application could read
 otherwise (space at an end, which HTTP/2 keeps; bytes beyond ASCII) is refused before the
-guard runs (`bad_request`), OPA not asked either. The listener's default codec takes
-HTTP/2 with prior knowledge (h2c), which the raw `h2` client below speaks.
+guard runs (`bad_request`), OPA not asked either. The gRPC-mode listener's default codec
+takes HTTP/2 with prior knowledge (h2c), which the raw `h2` client below speaks; the
+HTTP-mode listener takes HTTP/1.1 only.
 
 In ext_authz HTTP mode Envoy forwards headers only: a guard on a fact of the connection
 (`--require-tls-peer`) denies every check, whatever headers the client forges.

@@ -16,6 +16,10 @@ from tests.e2e.test_http_mode_envoy import running_http_stack
 from tests.fault_opa import FaultOpa
 
 MODES = ("grpc", "http")
+# What each mode's listener takes: the HTTP-mode one HTTP/1.1 only (codec_type: HTTP1),
+# since its check is HTTP/1.1 text that trims what an HTTP/2 header value keeps.
+PROTOCOLS = {"grpc": ("http1", "http2"), "http": ("http1",)}
+MODE_PROTOCOLS = [(mode, protocol) for mode in MODES for protocol in PROTOCOLS[mode]]
 
 
 @contextlib.contextmanager
