@@ -135,6 +135,8 @@ def test_http_mode_differs_from_grpc_mode_only_in_how_envoy_asks_the_sidecar() -
     http = EnvoyConfig.load(render_envoy(HTTP_MODE_ADDRESSES, ENVOY_HTTP_TEMPLATE)).raw
     for raw in (grpc, http):
         hcm = raw["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        # HTTP mode's check is HTTP/1.1 text, so its listener takes HTTP/1.1 only.
+        assert hcm.pop("codec_type", None) == ("HTTP1" if raw is http else None)
         # The same router in both.
         kept = ("envoy.filters.http.router",)
         hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] in kept]
