@@ -10,6 +10,7 @@ from functools import partial
 from sidecar.lint import envoy, gateway, istio, rules
 from sidecar.lint.envoy_context import EnvoyContext, survey
 from sidecar.lint.findings import Finding, Issue, Severity, render_pointer
+from sidecar.lint.gateway_context import GatewayContext, survey_gateway
 from sidecar.lint.loader import Document, LoadError, discover, load_file
 from sidecar.lint.sidecar_settings import SidecarSettings
 from sidecar.lint.values import Json
@@ -59,8 +60,9 @@ def lint_paths(paths: Sequence[str], sidecar: SidecarSettings) -> LintResult:
         except LoadError as exc:
             result.errors.append(exc)
     context = survey(document.data for document in documents)
+    gateway_context = survey_gateway(document.data for document in documents)
     for document in documents:
-        kinds, findings = lint_document(document, sidecar, context)
+        kinds, findings = lint_document(document, sidecar, context, gateway_context)
         if kinds:
             result.checked.append(Checked(document.file, document.index, tuple(sorted(kinds))))
             result.findings += findings
@@ -68,11 +70,18 @@ def lint_paths(paths: Sequence[str], sidecar: SidecarSettings) -> LintResult:
 
 
 def lint_document(
-    document: Document, sidecar: SidecarSettings, context: EnvoyContext | None = None
+    document: Document,
+    sidecar: SidecarSettings,
+    context: EnvoyContext | None = None,
+    gateway_context: GatewayContext | None = None,
 ) -> tuple[set[str], list[Finding]]:
     kinds: set[str] = set()
     issues: list[Issue] = []
-    linters: tuple[Linter, ...] = (partial(envoy.lint, context=context), *LINTERS[1:])
+    linters: tuple[Linter, ...] = (
+        partial(envoy.lint, context=context),
+        istio.lint,
+        partial(gateway.lint, context=gateway_context),
+    )
     for linter in linters:
         found, more = linter(document.data, sidecar)
         kinds |= found

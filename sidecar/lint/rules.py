@@ -161,12 +161,32 @@ CUSTOM_POLICY_EXEMPTS_IDENTITIES = Rule(
 CUSTOM_POLICY_PARTIAL_SCOPE = Rule(
     "custom-policy-partial-scope", INFO, "a CUSTOM AuthorizationPolicy that checks only some requests"
 )
+CUSTOM_POLICY_CLIENT_EXEMPTION = Rule(
+    "custom-policy-client-exemption",
+    ERROR,
+    "a CUSTOM AuthorizationPolicy that a client skips by its host, method, headers or token",
+)
+CUSTOM_POLICY_PATH_EXEMPTION = Rule(
+    "custom-policy-path-exemption",
+    WARNING,
+    "a CUSTOM AuthorizationPolicy scoped by paths that a client can write around",
+)
+ENVOYFILTER_REMOVES_EXT_AUTHZ = Rule(
+    "envoyfilter-removes-ext-authz",
+    ERROR,
+    "an EnvoyFilter patch that removes or replaces the ext_authz filter istiod generates",
+)
 ISTIO_DRY_RUN_DENY = Rule("istio-dry-run-deny", ERROR, "a DENY AuthorizationPolicy in dry-run denies nothing")
 ISTIO_DRY_RUN = Rule("istio-dry-run", WARNING, "an AuthorizationPolicy in dry-run is not enforced")
 
 # -- Envoy Gateway
 GATEWAY_FAIL_OPEN = Rule(
     "gateway-fail-open", ERROR, "an Envoy Gateway SecurityPolicy with extAuth.failOpen: true"
+)
+GATEWAY_ROUTE_POLICY_DROPS_EXT_AUTH = Rule(
+    "gateway-route-policy-drops-ext-auth",
+    ERROR,
+    "a route-level SecurityPolicy without extAuth replaces a Gateway-level one with extAuth",
 )
 GATEWAY_DEFAULT_TIMEOUT = Rule(
     "gateway-default-timeout", INFO, "an Envoy Gateway extAuth without timeout (10 s)"

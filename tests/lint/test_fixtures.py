@@ -10,6 +10,7 @@ import pytest
 from sidecar.lint.findings import Severity
 from sidecar.lint.rules import ALL_RULES
 from tests.lint.helpers import FIXTURES, REPO, ext_authz, hcm, lint
+from tests.lint.istio_gateway_expected import ISTIO_AND_GATEWAY_EXPECTED
 
 RESPONSE = "http_service/authorization_response"
 FACTS = "forwarded-facts-from-client"  # Envoy's defaults let the client write them
@@ -220,6 +221,8 @@ EXPECTED: dict[str, set[tuple[int, str, str]]] = {
             "partial-body",
             "/extensionProviders/0/envoyExtAuthzGrpc/includeRequestBodyInCheck/allowPartialMessage",
         ),
+        (0, "body-as-string", "/extensionProviders/0/envoyExtAuthzGrpc/includeRequestBodyInCheck"),
+        (0, "credential-headers-not-sent", "/extensionProviders/1/envoyExtAuthzHttp"),
         (0, "timeout-below-budget", "/extensionProviders/1/envoyExtAuthzHttp/timeout"),
         (0, "upstream-header-unverified", "/extensionProviders/1/envoyExtAuthzHttp/headersToUpstreamOnAllow"),
         (
@@ -234,7 +237,8 @@ EXPECTED: dict[str, set[tuple[int, str, str]]] = {
         ),
     },
     "istio/istio-operator.yaml": {
-        (0, "istio-fail-open", "/spec/meshConfig/extensionProviders/0/envoyExtAuthzGrpc/failOpen"),
+        # failOpen: "true" is a string: istiod refuses the whole mesh config.
+        (0, "not-verified", "/spec/meshConfig/extensionProviders/0/envoyExtAuthzGrpc/failOpen"),
     },
     "istio/configmap.yaml": {
         (0, "istio-default-timeout", "/data/mesh/extensionProviders/0/envoyExtAuthzGrpc"),
@@ -242,7 +246,7 @@ EXPECTED: dict[str, set[tuple[int, str, str]]] = {
     "istio/authorization-policies.yaml": {
         (0, "custom-policy-no-rules", "/spec"),
         (1, "custom-policy-exempts-identities", "/spec/rules/0/from/0/source/notPrincipals"),
-        (2, "custom-policy-partial-scope", "/spec/rules"),
+        (2, "custom-policy-path-exemption", "/spec/rules/0/to/0/operation/paths"),
         (3, "istio-dry-run-deny", "/metadata/annotations/istio.io~1dry-run"),
         (4, "istio-dry-run", "/metadata/annotations/istio.io~1dry-run"),
     },
@@ -256,10 +260,12 @@ EXPECTED: dict[str, set[tuple[int, str, str]]] = {
         (0, "gateway-default-timeout", "/spec/extAuth"),
         (0, "status-on-error-2xx", "/spec/extAuth/statusOnError"),
         (0, "upstream-header-unverified", "/spec/extAuth/http/headersToBackend"),
+        (0, "credential-headers-not-sent", "/spec/extAuth"),
     },
     "gateway/timeout.yaml": {
         (0, "timeout-below-budget", "/spec/extAuth/timeout"),
     },
+    **ISTIO_AND_GATEWAY_EXPECTED,
 }
 
 
