@@ -12,10 +12,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from sidecar._proto.envoy.service.auth.v3.external_auth_pb2 import CheckResponse
 from sidecar.envoy.response import PERMISSION_DENIED
+from sidecar.signals import parse_pointers
 from tests.check_requests import check_request
 from tests.fault_opa import Behaviour, FaultOpa, RecordedRequest
 from tests.fixtures.sidecar import SidecarHandle, running_sidecar
@@ -195,3 +197,51 @@ async def test_a_store_that_does_not_answer_in_time_denies_within_the_budget(
             # The store is back: what it remembered still holds.
             assert reason(await sidecar.check(ask("/admin"))) == "held_after_deny"
             assert reason(await sidecar.check(ask("/orders", principal=OTHER))) == "allow"
+
+
+async def test_every_series_exists_at_zero_and_evictions_are_counted(fault_opa: FaultOpa) -> None:
+    async with memory_sidecar(fault_opa, deny_memory_capacity=2) as sidecar:
+        before = sidecar.sidecar.metrics.exposition().decode()
+        for principal in (AGENT, OTHER):
+            await sidecar.check(ask("/admin", principal=principal))
+        # AGENT's entries went for OTHER's: AGENT is asked again, and denied again by the policy.
+        assert reason(await sidecar.check(ask("/admin"))) == "policy_denied"
+        after = sidecar.sidecar.metrics.exposition().decode()
+    for kind in ("retry", "other_action", "credential_switch"):
+        for held in ("true", "false"):
+            assert f'opa_sidecar_checks_after_deny_total{{held="{held}",kind="{kind}"}} 0.0' in before
+    for series in (
+        "opa_sidecar_deny_memory_remembered_total 0.0",
+        "opa_sidecar_deny_memory_evicted_total 0.0",
+        'opa_sidecar_deny_memory_store_errors_total{operation="read"} 0.0',
+        'opa_sidecar_deny_memory_store_errors_total{operation="write"} 0.0',
+        'opa_sidecar_checks_total{outcome="deny",reason="credential_switch"} 0.0',
+        'opa_sidecar_checks_total{outcome="deny",reason="deny_memory_unavailable"} 0.0',
+    ):
+        assert series in before
+    assert "opa_sidecar_deny_memory_evicted_total 4.0" in after
+    assert "opa_sidecar_deny_memory_remembered_total 3.0" in after
+
+
+async def test_http_mode_and_the_json_api_share_the_memory(fault_opa: FaultOpa) -> None:
+    header_caller = parse_pointers(["/attributes/request/http/headers/x-agent-id"])
+    async with (
+        memory_sidecar(fault_opa, caller_pointers=header_caller) as sidecar,
+        aiohttp.ClientSession() as session,
+    ):
+        base = f"http://127.0.0.1:{sidecar.sidecar.http.port}"
+        headers = {"x-agent-id": "coder", "authorization": FIRST_TOKEN}
+        async with session.get(base + "/ext_authz/admin", headers=headers) as first:
+            assert first.status == 403
+        async with session.get(base + "/ext_authz/admin", headers=headers) as retry:
+            assert retry.status == 403
+        document = {
+            "attributes": {"request": {"http": {"method": "GET", "path": "/admin", "headers": headers}}}
+        }
+        document["parsed_path"] = ["admin"]
+        async with session.post(base + "/v1/check", json=document) as answer:
+            verdict = await answer.json()
+        entries = sidecar.decisions()
+    assert [e["reason"] for e in entries] == ["policy_denied", "held_after_deny", "held_after_deny"]
+    assert verdict["reason"] == "held_after_deny"
+    assert {e["earlier_decision_id"] for e in entries[1:]} == {entries[0]["decision_id"]}
