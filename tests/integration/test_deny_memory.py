@@ -235,7 +235,7 @@ async def test_http_mode_and_the_json_api_share_the_memory(fault_opa: FaultOpa) 
             assert first.status == 403
         async with session.get(base + "/ext_authz/admin", headers=headers) as retry:
             assert retry.status == 403
-        document = {
+        document: dict[str, Any] = {
             "attributes": {"request": {"http": {"method": "GET", "path": "/admin", "headers": headers}}}
         }
         document["parsed_path"] = ["admin"]
