@@ -18,11 +18,10 @@ ATTRIBUTES_ALLOWANCE_BYTES = 1 << 20
 # waits. Envoy opens another connection when one is full, so this never makes
 # a check wait, with one exception: on a connection so new that Envoy has not
 # yet read the server's SETTINGS (well under a millisecond on loopback), the
-# streams over the limit are refused, an error a fail-open Envoy lets through.
-# Envoy's cluster setting http2_protocol_options.max_concurrent_streams at or
-# below this closes that gap. It is not tied to --max-inflight: a client held
-# at a stream limit queues its calls, where the sidecar should deny them at
-# once as overloaded.
+# streams over the limit are refused, an error a fail-open Envoy lets through;
+# the limit is high enough that real bursts do not reach it in that moment.
+# It is not tied to --max-inflight: a client held at a stream limit queues its
+# calls, where the sidecar should deny them at once as overloaded.
 MAX_STREAMS_PER_CONNECTION = 256
 # Every connection is asked to go away (GOAWAY; Envoy opens a new one) after a
 # minute, and whatever it still holds after the grace (answers its client never
