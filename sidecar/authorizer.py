@@ -17,6 +17,7 @@ from google.protobuf.message import DecodeError
 from sidecar._proto.envoy.service.auth.v3.external_auth_pb2 import CheckRequest
 from sidecar.deny_memory import DenyMemory, Recall
 from sidecar.deny_table import Subject
+from sidecar.envoy.grpc_body import GrpcMethods
 from sidecar.envoy.input import DEFAULT_ENVOY_BODY_LIMIT, BadRequest, build_input, opa_request_body
 from sidecar.opa.client import OpaClient, OpaFailure
 from sidecar.opa.result import interpret
@@ -77,8 +78,10 @@ class Authorizer:
         max_request_bytes: int = 4 << 20,
         envoy_body_limit: int = DEFAULT_ENVOY_BODY_LIMIT,
         deny_memory: DenyMemory | None = None,
+        grpc_methods: GrpcMethods | None = None,
     ) -> None:
         self._memory = deny_memory
+        self._grpc_methods = grpc_methods
         self._max_request_bytes = max_request_bytes
         self._envoy_body_limit = envoy_body_limit
         self._opa = opa
@@ -175,7 +178,10 @@ class Authorizer:
     ) -> Outcome:
         try:
             document = build_input(
-                request, parse_body=self._parse_body, envoy_body_limit=self._envoy_body_limit
+                request,
+                parse_body=self._parse_body,
+                envoy_body_limit=self._envoy_body_limit,
+                grpc_methods=self._grpc_methods,
             )
         except BadRequest as exc:
             return Outcome(_bad_request(str(exc), exc.http_status), request)

@@ -25,6 +25,7 @@ from sidecar.deny_memory_options import (
     parse_store_url,
     parse_window,
 )
+from sidecar.envoy.grpc_body import GrpcMethods
 from sidecar.signals import JsonPointer, parse_pointers
 from sidecar.verdict import DenyReason
 
@@ -107,6 +108,7 @@ class Settings:
     shadow_decision_path: str | None = None
     max_request_bytes: int = 4 << 20
     envoy_max_request_bytes: int = 8192
+    proto_descriptor: GrpcMethods | None = None
     workers: int = 1
     deny_memory: float = 0.0  # seconds; 0: off
     deny_memory_mode: str = "hold"
@@ -254,6 +256,11 @@ def regular_file(raw: str) -> str | None:
     return raw
 
 
+def optional_descriptor_set(raw: str) -> GrpcMethods | None:
+    """The gRPC methods of a FileDescriptorSet file ("" means not set)."""
+    return GrpcMethods.from_file(raw) if raw else None
+
+
 def writable_log(raw: str) -> str:
     """'-' for stdout, else a file that can be appended to now."""
     if raw in ("", "-"):
@@ -367,6 +374,15 @@ SERVE_OPTIONS: tuple[Option, ...] = (
         "that reaches it without a content-length saying it is complete counts as truncated, and a "
         "longer one is denied (bad_request, HTTP 413)",
         "8192",
+    ),
+    Option(
+        "--proto-descriptor",
+        "proto_descriptor",
+        optional_descriptor_set,
+        "FileDescriptorSet (protoc --descriptor_set_out --include_imports) of the gRPC services behind "
+        "Envoy: application/grpc request messages become parsed_body; a gRPC call it cannot decode "
+        "exactly is denied (bad_request). Needs Envoy's with_request_body.pack_as_bytes",
+        "",
     ),
     Option(
         "--opa-max-response-bytes",
@@ -736,6 +752,8 @@ def check_combinations(s: Settings) -> None:
         raise ConfigError("--opa-client-cert and --opa-client-key go together: set both or neither")
     if s.opa_url.scheme != "https" and (s.opa_ca_file or s.opa_client_cert):
         raise ConfigError("--opa-ca-file and --opa-client-cert need an https:// --opa-url")
+    if s.proto_descriptor is not None and s.skip_request_body_parse:
+        raise ConfigError("--proto-descriptor has no use with --skip-request-body-parse: set one or neither")
     if s.shadow_decision_path is not None and s.shadow_decision_path == s.decision_path:
         raise ConfigError("--shadow-decision-path must differ from --decision-path")
     listeners = (s.grpc_addr, s.http_addr, s.probe_addr)

@@ -10,7 +10,8 @@ than none:
   fills the limit counts as complete only when its content-length says so.
 - The parser is chosen by the media type (``media_type``), never by
   substring: JSON types (``application/json``, ``+json``), forms, and
-  ``multipart/form-data``; other types are not parsed (``null``).
+  ``multipart/form-data``; gRPC with a descriptor set (``grpc_body``);
+  other types are not parsed (``null``).
 - What application parsers could read differently is refused
   (``BadRequest``): duplicate JSON keys, a repeated form field, a charset
   other than UTF-8, a body with no content-type, non-canonical multipart.
@@ -28,6 +29,7 @@ from typing import Any, Final
 import orjson
 
 from sidecar.envoy.bad_request import BadRequest
+from sidecar.envoy.grpc_body import GrpcMethods, is_grpc
 from sidecar.envoy.media_type import MediaType, parse_media_type
 from sidecar.envoy.multipart import form_boundary, form_parts
 from sidecar.envoy.path_and_query import parse_query
@@ -67,9 +69,18 @@ def request_body_bytes(body: str, raw_body: bytes) -> bytes:
     return raw_body
 
 
-def parse_request_body(headers: Mapping[str, str], data: bytes, *, envoy_limit: int) -> tuple[Any, bool]:
+def parse_request_body(
+    headers: Mapping[str, str],
+    data: bytes,
+    *,
+    envoy_limit: int,
+    path: str = "",
+    grpc_methods: GrpcMethods | None = None,
+) -> tuple[Any, bool]:
     """(parsed_body, truncated_body) of the forwarded body ``data``.
-    ``envoy_limit`` is Envoy's max_request_bytes (0: Envoy forwards none)."""
+    ``envoy_limit`` is Envoy's max_request_bytes (0: Envoy forwards none).
+    With ``grpc_methods`` (``--proto-descriptor``) a gRPC body is decoded as
+    the input message of the method ``path`` names; without, it is not parsed."""
     if len(data) > max(envoy_limit, 0):
         raise BadRequest(
             f"forwarded body of {len(data)} bytes is over --envoy-max-request-bytes ({envoy_limit})",
@@ -83,6 +94,8 @@ def parse_request_body(headers: Mapping[str, str], data: bytes, *, envoy_limit: 
         # Some frameworks read such a body as JSON (FastAPI), others not at all.
         raise BadRequest("request has a body but no content-type")
     media_type = parse_media_type(ctype)
+    if grpc_methods is not None and is_grpc(media_type):
+        return grpc_methods.parsed_body(media_type, path, headers, data, truncated=truncated), truncated
     if truncated:
         return None, True
     return _parse(media_type, data), False

@@ -9,7 +9,8 @@ CheckRequest (see ``reference/opa-envoy-compat.md`` section 2):
 - ``parsed_path`` / ``parsed_query``: Go ``url.PathUnescape`` and
   ``url.ParseQuery`` semantics (module ``path_and_query``);
 - ``parsed_body`` / ``truncated_body``: JSON, form and multipart bodies
-  (modules ``body``, ``media_type`` and ``multipart``).
+  (modules ``body``, ``media_type`` and ``multipart``), and gRPC messages
+  with a descriptor set (``grpc_body``).
 
 The document must describe the request the application receives. Where it
 cannot do so exactly (bytes that are not UTF-8, JSON numbers a float cannot
@@ -34,6 +35,7 @@ from sidecar.envoy.body import (
     parse_request_body,
     request_body_bytes,
 )
+from sidecar.envoy.grpc_body import GrpcMethods
 from sidecar.envoy.headers import request_headers
 from sidecar.envoy.path_and_query import parse_path_and_query
 
@@ -45,12 +47,14 @@ def build_input(
     *,
     parse_body: bool = True,
     envoy_body_limit: int = DEFAULT_ENVOY_BODY_LIMIT,
+    grpc_methods: GrpcMethods | None = None,
 ) -> dict[str, Any]:
     """The OPA input document for ``request``; raises ``BadRequest`` (only)
     when the path, query, headers or body cannot be described exactly.
     ``parse_body=False`` is the plugin's ``skip-request-body-parse``: no
     ``parsed_body``/``truncated_body``. ``envoy_body_limit`` is Envoy's
-    with_request_body.max_request_bytes."""
+    with_request_body.max_request_bytes. ``grpc_methods`` (``--proto-descriptor``)
+    decodes gRPC request messages."""
     doc: dict[str, Any] = {}
     attrs = request.attributes
     http = attrs.request.http
@@ -69,7 +73,7 @@ def build_input(
     doc["parsed_query"] = parsed_query
     if parse_body:
         doc["parsed_body"], doc["truncated_body"] = parse_request_body(
-            headers, data, envoy_limit=envoy_body_limit
+            headers, data, envoy_limit=envoy_body_limit, path=http.path, grpc_methods=grpc_methods
         )
     principal = attrs.source.principal
     if principal:

@@ -1,0 +1,217 @@
+"""``parsed_body`` of a gRPC request, decoded with a protobuf descriptor set.
+
+With ``--proto-descriptor`` (a FileDescriptorSet, as ``protoc
+--descriptor_set_out --include_imports`` writes it), the request message of a
+unary call is decoded with the input type of the method its path names and
+rendered as protojson renders it in the OPA-Envoy plugin: JSON field names,
+64-bit integers as strings, enums by name, bytes as base64, well-known types
+in their JSON form, fields at their default value left out.
+
+The plugin passes over what it cannot read (``parsed_body: null``) or reads
+only part of it (the first of several messages). The policy must see the
+message the application decodes, so everything else is refused
+(``BadRequest``): a compressed message or a ``grpc-encoding`` other than
+identity, several messages or a frame whose length does not match the body,
+a path that names no method of the set, a streaming method, bytes that do not
+decode, and fields the set does not describe (unknown fields, extensions, an
+``Any``), which the application's newer code may read while the policy
+cannot see them. A body cut by Envoy gets ``parsed_body: null`` as any other.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
+from google.protobuf.message import DecodeError, Message
+from google.protobuf.unknown_fields import UnknownFieldSet
+
+from sidecar.envoy.bad_request import BadRequest
+from sidecar.envoy.media_type import MediaType
+
+__all__ = ["GrpcMethods", "is_grpc"]
+
+# Larger descriptor sets are refused at start: the file is read whole.
+MAX_DESCRIPTOR_SET_BYTES: Final = 64 << 20
+
+_PREFIX_BYTES: Final = 5  # compressed flag (1 byte), message length (4 bytes, big-endian)
+_PROTO_SUBTYPES: Final = frozenset({"grpc", "grpc+proto"})
+_IDENTIFIER: Final = r"[A-Za-z_][A-Za-z0-9_]*"
+# What gRPC servers route on: /<service full name>/<method name>, nothing else.
+_METHOD_PATH: Final = re.compile(rf"/({_IDENTIFIER}(?:\.{_IDENTIFIER})*)/({_IDENTIFIER})")
+_ANY: Final = "google.protobuf.Any"
+
+
+def is_grpc(media_type: MediaType) -> bool:
+    """application/grpc with any codec suffix (+proto, +json, ...)."""
+    return media_type.type == "application" and (
+        media_type.subtype == "grpc" or media_type.subtype.startswith("grpc+")
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Method:
+    input_class: type[Message]
+    client_streaming: bool
+    server_streaming: bool
+
+
+class GrpcMethods:
+    """The methods of every service in a descriptor set, with their input
+    message classes built once, at start."""
+
+    def __init__(self, pool: descriptor_pool.DescriptorPool, methods: dict[str, _Method]) -> None:
+        self._pool = pool
+        self._methods = methods
+
+    @classmethod
+    def from_file(cls, path: str) -> GrpcMethods:
+        """Reads a FileDescriptorSet; ValueError says what is wrong with it."""
+        return cls.from_bytes(_read_regular_file(path))
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> GrpcMethods:
+        try:
+            files = descriptor_pb2.FileDescriptorSet.FromString(data).file
+        except DecodeError:
+            raise ValueError("is not a serialized FileDescriptorSet") from None
+        pool = descriptor_pool.DescriptorPool()
+        _add_in_dependency_order(pool, list(files))
+        methods: dict[str, _Method] = {}
+        for file in files:
+            for service in file.service:
+                full_name = f"{file.package}.{service.name}" if file.package else service.name
+                for method in pool.FindServiceByName(full_name).methods:
+                    methods[f"/{full_name}/{method.name}"] = _Method(
+                        message_factory.GetMessageClass(method.input_type),
+                        method.client_streaming,
+                        method.server_streaming,
+                    )
+        if not methods:
+            raise ValueError("describes no service method")
+        return cls(pool, methods)
+
+    def parsed_body(
+        self, media_type: MediaType, path: str, headers: Mapping[str, str], data: bytes, *, truncated: bool
+    ) -> Any:
+        """The request message of a gRPC call as JSON; None when Envoy cut the body."""
+        if media_type.subtype not in _PROTO_SUBTYPES:
+            raise BadRequest("gRPC body uses a codec other than protobuf")
+        encoding = headers.get("grpc-encoding")
+        if encoding is not None and encoding != "identity":
+            raise BadRequest("gRPC messages may be compressed (grpc-encoding is not identity)")
+        method = self._method(path)
+        if not data:
+            return None
+        if data[0] != 0:
+            raise BadRequest("gRPC message is compressed" if data[0] == 1 else "gRPC frame flag is invalid")
+        if len(data) < _PREFIX_BYTES:
+            if truncated:
+                return None
+            raise BadRequest("gRPC body is shorter than a message prefix")
+        end = _PREFIX_BYTES + int.from_bytes(data[1:_PREFIX_BYTES], "big")
+        if end < len(data):
+            raise BadRequest("gRPC body holds more than one message")
+        if truncated:
+            return None
+        if end > len(data):
+            raise BadRequest("gRPC message length is more than the body holds")
+        return self._render(method.input_class, data[_PREFIX_BYTES:])
+
+    def _method(self, path: str) -> _Method:
+        if _METHOD_PATH.fullmatch(path) is None:
+            raise BadRequest("gRPC path is not /package.Service/Method")
+        method = self._methods.get(path)
+        if method is None:
+            raise BadRequest("gRPC path names no method of --proto-descriptor")
+        if method.client_streaming or method.server_streaming:
+            # A stream's later messages reach the application unchecked.
+            raise BadRequest("gRPC method is streaming")
+        return method
+
+    def _render(self, input_class: type[Message], payload: bytes) -> Any:
+        try:
+            message = input_class.FromString(payload)
+        except DecodeError:
+            # Also invalid UTF-8 in a string, and nesting past protobuf's limit.
+            raise BadRequest("gRPC message does not decode as the method's input type") from None
+        _require_described(message)
+        try:
+            return json_format.MessageToDict(message, descriptor_pool=self._pool)
+        except (ValueError, TypeError, UnicodeError):
+            raise BadRequest("gRPC message cannot be rendered as JSON") from None
+
+
+def _require_described(message: Message) -> None:
+    """Refuses fields the descriptor set does not describe, at any depth."""
+    if len(UnknownFieldSet(message)):
+        raise BadRequest("gRPC message has fields the descriptor set does not describe")
+    if message.DESCRIPTOR.full_name == _ANY:
+        # Its type is resolved by name at run time, not from the descriptor set.
+        raise BadRequest("gRPC message holds a google.protobuf.Any")
+    for field, value in message.ListFields():
+        if field.is_extension:
+            raise BadRequest("gRPC message holds an extension field")
+        entry = field.message_type
+        if entry is None:
+            continue  # a scalar
+        if entry.GetOptions().map_entry:
+            if entry.fields_by_name["value"].message_type is not None:
+                for item in value.values():
+                    _require_described(item)
+        elif field.is_repeated:
+            for item in value:
+                _require_described(item)
+        else:
+            _require_described(value)
+
+
+def _add_in_dependency_order(
+    pool: descriptor_pool.DescriptorPool, files: list[descriptor_pb2.FileDescriptorProto]
+) -> None:
+    names = [file.name for file in files]
+    if len(set(names)) != len(names):
+        raise ValueError("holds a file twice")
+    added: set[str] = set()
+    pending = files
+    while pending:
+        ready = [file for file in pending if all(dep in added for dep in file.dependency)]
+        if not ready:
+            missing = sorted({dep for file in pending for dep in file.dependency} - added - set(names))
+            raise ValueError(
+                f"lacks {missing[0]} (write it with --include_imports)"
+                if missing
+                else "has files that import each other"
+            )
+        for file in ready:
+            try:
+                pool.Add(file)
+            except (TypeError, ValueError, KeyError):
+                raise ValueError(f"{file.name} does not build into descriptors") from None
+            added.add(file.name)
+        pending = [file for file in pending if file.name not in added]
+
+
+def _read_regular_file(path: str) -> bytes:
+    # Opened without waiting: opening a FIFO for reading would wait for a writer.
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError as exc:
+        raise ValueError(f"cannot read it: {exc.strerror or exc}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError("is not a regular file")
+        with os.fdopen(os.dup(fd), "rb") as file:
+            data = file.read(MAX_DESCRIPTOR_SET_BYTES + 1)
+    except OSError as exc:
+        raise ValueError(f"cannot read it: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_DESCRIPTOR_SET_BYTES:
+        raise ValueError(f"is larger than {MAX_DESCRIPTOR_SET_BYTES} bytes")
+    return data
