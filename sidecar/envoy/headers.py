@@ -33,6 +33,8 @@ def request_headers(http: attribute_context_pb2.AttributeContext.HttpRequest) ->
         headers = _from_raw(http)
         if http.path and headers.get(":path") != http.path:
             raise BadRequest("path differs from the :path header's bytes")
+        if http.headers and dict(http.headers) != headers:
+            raise BadRequest("CheckRequest carries two different header sets")
         return headers
     for value in (http.path, *http.headers.values()):
         if not _PRINTABLE_ASCII.fullmatch(value):

@@ -383,6 +383,16 @@ def test_raw_path_must_match_the_path_field() -> None:
         build_input(raw_header_request((":path", b"/x?q=a"), path="/x?q=caf!"))
 
 
+def test_two_different_header_sets_are_refused() -> None:
+    request = raw_header_request((":path", b"/"), ("x-user", b"alice"))
+    request.attributes.request.http.headers["x-user"] = "mallory"
+    with pytest.raises(BadRequest, match="two different header sets"):
+        build_input(request)
+    same = raw_header_request((":path", b"/"), ("x-user", b"alice"))
+    same.attributes.request.http.headers.update({":path": "/", "x-user": "alice"})
+    assert build_input(same)["attributes"]["request"]["http"]["headers"]["x-user"] == "alice"
+
+
 def test_raw_headers_decide_the_body_view() -> None:
     request = raw_header_request((":path", b"/"), ("content-type", b"application/json"))
     request.attributes.request.http.raw_body = b'{"a": 1}'
