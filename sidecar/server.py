@@ -110,6 +110,7 @@ class Sidecar:
             require_tls_peer=settings.require_tls_peer,
             shadow=self.shadow,
             max_request_bytes=settings.max_request_bytes,
+            envoy_body_limit=settings.envoy_max_request_bytes,
             grpc_methods=settings.proto_descriptor,
         )
         masker = Masker(settings.mask_headers, settings.mask_pointers) if settings.log_input else None
