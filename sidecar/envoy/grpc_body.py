@@ -20,14 +20,18 @@ cannot see them. A body cut by Envoy gets ``parsed_body: null`` as any other.
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 import re
 import stat
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
 from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.unknown_fields import UnknownFieldSet
 
@@ -45,6 +49,15 @@ _IDENTIFIER: Final = r"[A-Za-z_][A-Za-z0-9_]*"
 # What gRPC servers route on: /<service full name>/<method name>, nothing else.
 _METHOD_PATH: Final = re.compile(rf"/({_IDENTIFIER}(?:\.{_IDENTIFIER})*)/({_IDENTIFIER})")
 _ANY: Final = "google.protobuf.Any"
+_FLOAT_WRAPPER: Final = "google.protobuf.FloatValue"
+# Well-known types rendered in a JSON form of their own, holding no float32.
+_WELL_KNOWN_WITHOUT_FLOAT32: Final = frozenset(
+    f"google.protobuf.{name}"
+    for name in (
+        "Timestamp", "Duration", "Struct", "Value", "ListValue", "FieldMask", "Empty", "DoubleValue",
+        "Int64Value", "UInt64Value", "Int32Value", "UInt32Value", "BoolValue", "StringValue", "BytesValue",
+    )
+)  # fmt: skip
 
 
 def is_grpc(media_type: MediaType) -> bool:
@@ -142,9 +155,11 @@ class GrpcMethods:
             raise BadRequest("gRPC message does not decode as the method's input type") from None
         _require_described(message)
         try:
-            return json_format.MessageToDict(message, descriptor_pool=self._pool)
+            rendered = json_format.MessageToDict(message, descriptor_pool=self._pool)
         except (ValueError, TypeError, UnicodeError):
             raise BadRequest("gRPC message cannot be rendered as JSON") from None
+        _float32_as_protojson(message, rendered)
+        return rendered
 
 
 def _require_described(message: Message) -> None:
@@ -169,6 +184,65 @@ def _require_described(message: Message) -> None:
                 _require_described(item)
         else:
             _require_described(value)
+
+
+def _float32_as_protojson(message: Message, rendered: dict[str, Any]) -> None:
+    """Rewrites float32 values as protojson writes them: the fewest digits that
+    read back as the same float32. Python's renderer starts at six digits, so
+    a subnormal such as 1e-45 came out as 1.4013e-45, another number to OPA."""
+    for field, value in message.ListFields():
+        key = field.json_name
+        if _is_float32(field):
+            shown = rendered[key]
+            rendered[key] = (
+                [_shortest_float32(v) for v in shown] if field.is_repeated else _shortest_float32(shown)
+            )
+        elif not _holds_float32(field):
+            continue
+        elif field.message_type is not None and field.message_type.GetOptions().map_entry:
+            value_field = field.message_type.fields_by_name["value"]
+            for map_key, item in value.items():
+                name = ("true" if map_key else "false") if isinstance(map_key, bool) else str(map_key)
+                if _is_float32(value_field):
+                    rendered[key][name] = _shortest_float32(rendered[key][name])
+                elif _holds_float32(value_field):
+                    _float32_as_protojson(item, rendered[key][name])
+        elif field.is_repeated:
+            for item, shown in zip(value, rendered[key], strict=True):
+                _float32_as_protojson(item, shown)
+        else:
+            _float32_as_protojson(value, rendered[key])
+
+
+def _is_float32(field: FieldDescriptor) -> bool:
+    """A float field, or a FloatValue, which renders as its bare value."""
+    entry = field.message_type
+    return field.type == FieldDescriptor.TYPE_FLOAT or (
+        entry is not None and entry.full_name == _FLOAT_WRAPPER
+    )
+
+
+def _holds_float32(field: FieldDescriptor) -> bool:
+    """A message field that may hold float32 values below it."""
+    entry = field.message_type
+    return entry is not None and entry.full_name not in _WELL_KNOWN_WITHOUT_FLOAT32
+
+
+def _shortest_float32(value: Any) -> Any:
+    if not isinstance(value, float) or not math.isfinite(value):
+        return value  # NaN and the infinities are strings
+    exact = _as_float32(value)
+    for digits in range(1, 10):
+        candidate = float(f"{value:.{digits}g}")
+        with contextlib.suppress(OverflowError):  # rounded up past the largest float32
+            if _as_float32(candidate) == exact:
+                return candidate
+    return value
+
+
+def _as_float32(value: float) -> float:
+    result: float = struct.unpack("<f", struct.pack("<f", value))[0]
+    return result
 
 
 def _add_in_dependency_order(

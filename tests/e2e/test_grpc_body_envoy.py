@@ -136,7 +136,7 @@ def _inputs(fault_opa: FaultOpa) -> list[dict[str, Any]]:
 
 def test_the_policy_reads_the_request_message(stack: GrpcStack, fault_opa: FaultOpa) -> None:
     message = stack.messages.new("shop.v1.Order", order_id="o-7", total_cents=2**40, kind=1, token=b"\xff")
-    message.lines.add(sku="a", quantity=2)  # type: ignore[attr-defined]
+    message.lines.add(sku="a", quantity=2)
     payload = message.SerializeToString()
     assert stack.call(PLACE, payload) == RECEIPT
     assert stack.app.calls == [(PLACE, [payload])]

@@ -71,7 +71,13 @@ def _ready(port: int) -> bool:
         connection.close()
 
 
-def start_plugin(binary: str, decision_path: str, paths: Sequence[str | os.PathLike[str]]) -> PluginProcess:
+def start_plugin(
+    binary: str,
+    decision_path: str,
+    paths: Sequence[str | os.PathLike[str]],
+    settings: Sequence[str] = (),
+) -> PluginProcess:
+    """``settings``: more ``key=value`` of the plugin's configuration (``proto-descriptor=...``)."""
     workdir = Path(tempfile.mkdtemp(prefix="opa-envoy-plugin-"))
     http_port, grpc_port = _free_port(), _free_port()
     command = [
@@ -79,6 +85,7 @@ def start_plugin(binary: str, decision_path: str, paths: Sequence[str | os.PathL
         "--log-level=error",
         f"--set=plugins.envoy_ext_authz_grpc.addr=127.0.0.1:{grpc_port}",
         f"--set=plugins.envoy_ext_authz_grpc.path={decision_path}",
+        *(f"--set=plugins.envoy_ext_authz_grpc.{setting}" for setting in settings),
         *(str(Path(p).resolve()) for p in paths),
     ]  # fmt: skip
     with (workdir / "plugin.log").open("wb") as log:

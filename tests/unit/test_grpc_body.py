@@ -50,7 +50,8 @@ def refusal(methods: GrpcMethods, body: bytes, **kwargs: Any) -> str:
 
 
 def order(messages: Messages, **fields: Any) -> bytes:
-    return messages.new("shop.v1.Order", **fields).SerializeToString()
+    data: bytes = messages.new("shop.v1.Order", **fields).SerializeToString()
+    return data
 
 
 def test_the_request_message_is_rendered_as_protojson_renders_it(
@@ -70,10 +71,10 @@ def test_the_request_message_is_rendered_as_protojson_renders_it(
         customer="ann",
         labels={"tier": "gold"},
     )
-    message.placed_at.seconds = 1767225600  # type: ignore[attr-defined]
-    message.placed_at.nanos = 5_000_000  # type: ignore[attr-defined]
-    message.lines.add(sku="a", quantity=3)  # type: ignore[attr-defined]
-    message.lines_by_sku["b"].quantity = 1  # type: ignore[attr-defined]
+    message.placed_at.seconds = 1767225600
+    message.placed_at.nanos = 5_000_000
+    message.lines.add(sku="a", quantity=3)
+    message.lines_by_sku["b"].quantity = 1
     body, truncated = parsed(methods, frame(message.SerializeToString()))
     assert truncated is False
     assert body == {
@@ -92,6 +93,27 @@ def test_the_request_message_is_rendered_as_protojson_renders_it(
         "buyer": "ann",  # json_name
         "labels": {"tier": "gold"},
     }  # gift (false) and the other defaults are left out
+
+
+def test_float32_values_have_the_fewest_digits_that_read_back(
+    methods: GrpcMethods, messages: Messages
+) -> None:
+    tiny = 1e-45  # the smallest float32 subnormal: Python's renderer wrote 1.4013e-45
+    message = messages.new("shop.v1.Order", ratio=tiny, samples=[tiny, 0.1, 3.4028234663852886e38])
+    message.weights["w"] = tiny
+    message.discount.value = tiny
+    message.flagged[True].parent.ratio = tiny
+    message.parent.lines.add(sku="p")
+    message.parent.samples.append(2.8e-45)
+    body, _ = parsed(methods, frame(message.SerializeToString()))
+    assert body == {
+        "ratio": 1e-45,
+        "samples": [1e-45, 0.1, 3.4028235e38],
+        "weights": {"w": 1e-45},
+        "discount": 1e-45,
+        "flagged": {"true": {"parent": {"ratio": 1e-45}}},
+        "parent": {"lines": [{"sku": "p"}], "samples": [3e-45]},
+    }
 
 
 def test_a_message_of_defaults_is_an_empty_object(methods: GrpcMethods) -> None:
@@ -188,7 +210,7 @@ def test_fields_the_set_does_not_describe_are_refused(methods: GrpcMethods, mess
 
 def test_an_any_is_refused(methods: GrpcMethods, messages: Messages) -> None:
     message = messages.new("shop.v1.Order", small=1)
-    message.extra.Pack(messages.new("shop.v1.Line", sku="a"))  # type: ignore[attr-defined]
+    message.extra.Pack(messages.new("shop.v1.Line", sku="a"))
     assert "Any" in refusal(methods, frame(message.SerializeToString()))
 
 
@@ -205,9 +227,10 @@ def test_nesting_is_bounded_and_what_is_taken_reaches_opa(methods: GrpcMethods, 
         root = messages.new("shop.v1.Order")
         current = root
         for _ in range(depth):
-            current = current.parent  # type: ignore[attr-defined]
+            current = current.parent
             current.small = 1
-        return root.SerializeToString()
+        data: bytes = root.SerializeToString()
+        return data
 
     doc = build_input(grpc_check(frame(nested(100))), grpc_methods=methods)
     assert b'"small":1' in opa_request_body(doc)
