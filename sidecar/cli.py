@@ -1,6 +1,7 @@
 """Command line: ``opa-sidecar serve [flags]`` (exit 0 on a clean stop, 2 on bad
 configuration or an address it cannot listen on, 1 when serving fails
-otherwise) and ``opa-sidecar lint PATH...`` (docs/lint.md)."""
+otherwise), ``opa-sidecar lint PATH...`` (docs/lint.md) and ``opa-sidecar inject [FILE...]`` (the
+README, "Add it to your workload")."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import uvloop
 
 from sidecar import __version__
 from sidecar.config import SERVE_OPTIONS, ConfigError, add_options, settings_from
+from sidecar.inject.cli import add_inject_parser
+from sidecar.inject.cli import run as run_inject
 from sidecar.lint.cli import add_lint_parser
 from sidecar.lint.cli import run as run_lint
 
@@ -29,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="answer Envoy's ext_authz checks")
     add_options(serve, SERVE_OPTIONS)
     add_lint_parser(commands)
+    add_inject_parser(commands)
     return parser
 
 
@@ -37,6 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "lint":
         return run_lint(args)
+    if args.command == "inject":
+        return run_inject(args)
     if args.command != "serve":
         parser.print_help(sys.stderr)
         return EXIT_CONFIG
