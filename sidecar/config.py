@@ -71,6 +71,7 @@ class OpaURL:
 class Settings:
     opa_url: OpaURL
     grpc_addr: ListenAddress = ListenAddress("127.0.0.1", 9191)
+    unix_socket_mode: int = 0o660  # of every unix socket the sidecar listens on
     decision_path: str = "envoy/authz/allow"
     opa_timeout: float = 0.15
     max_inflight: int = 1024
@@ -218,6 +219,17 @@ def _int_range(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
+def parse_file_mode(raw: str) -> int:
+    """Permission bits in octal (`660`, `0660`, `0o660`); no setuid, setgid or sticky bit."""
+    digits = raw.strip().removeprefix("0o")
+    if not digits or any(c not in "01234567" for c in digits):
+        raise ValueError("is not an octal file mode such as 0660")
+    mode = int(digits, 8)
+    if mode > 0o777:
+        raise ValueError("must be at most 0777 (read, write and execute bits only)")
+    return mode
+
+
 def parse_bool(raw: str) -> bool:
     value = raw.strip().lower()
     if value in ("1", "true", "yes", "on"):
@@ -320,6 +332,14 @@ SERVE_OPTIONS: tuple[Option, ...] = (
         parse_listen_address,
         "where the ext_authz gRPC service listens: HOST:PORT or unix:///path",
         "127.0.0.1:9191",
+    ),
+    Option(
+        "--unix-socket-mode",
+        "unix_socket_mode",
+        parse_file_mode,
+        "file mode (octal) of the unix sockets the sidecar listens on; connecting needs write "
+        "permission, so 0660 admits the socket's owner and group alone",
+        "0660",
     ),
     Option(
         "--decision-path",

@@ -23,6 +23,7 @@ from sidecar.http_guard import ConnectionTable, GuardedRequestHandler
 from sidecar.http_limits import HttpLimits
 from sidecar.http_refusal import Refuser
 from sidecar.library_logs import withhold_request_data
+from sidecar.listen_sockets import created_with_mode
 from sidecar.metrics import Metrics
 from sidecar.readiness import Readiness
 
@@ -70,6 +71,7 @@ class HttpListener:
         refuser: Refuser,
         reuse_port: bool = False,
         sock: socket.socket | None = None,
+        unix_socket_mode: int = 0o660,
     ) -> None:
         self._addr = addr
         self.app = app
@@ -77,6 +79,7 @@ class HttpListener:
         self._refuser = refuser
         self._reuse_port = reuse_port
         self._sock = sock  # a listening socket bound by the --workers parent
+        self._unix_socket_mode = unix_socket_mode
         self.connections = ConnectionTable(limits.max_connections)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         self._server: asyncio.Server | None = None
@@ -99,7 +102,10 @@ class HttpListener:
                 self._server = await loop.create_server(connection, sock=self._sock)
                 self.port = self._sock.getsockname()[1]
             elif self._addr.unix_path is not None:
-                self._server = await loop.create_unix_server(connection, self._addr.unix_path)
+                # Nothing else runs on the loop before the first checks, and the
+                # call binds before it awaits anything.
+                with created_with_mode(self._unix_socket_mode):
+                    self._server = await loop.create_unix_server(connection, self._addr.unix_path)
             else:
                 self._server = await loop.create_server(
                     connection,

@@ -5,6 +5,10 @@ bind the same address beside the sidecar and receive a share of its
 connections. A port that is taken stops the start instead. With --workers the
 parent binds each address once and the workers inherit the socket, so they
 share one accept queue.
+
+A unix socket file gets its mode as bind() creates it (--unix-socket-mode,
+0660 by default): connecting needs write permission on the file, so only its
+owner and its group can reach the listener, from the first instant it exists.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import contextlib
 import ipaddress
 import os
 import socket
+from collections.abc import Iterator
 
 from sidecar.config import ListenAddress
 
@@ -39,6 +44,22 @@ def bind_exclusive(flag: str, addr: ListenAddress) -> socket.socket:
         sock.close()
         raise ListenError(f"cannot listen on {flag} {addr}: {exc.strerror}") from None
     return sock
+
+
+@contextlib.contextmanager
+def created_with_mode(mode: int) -> Iterator[None]:
+    """A unix socket file bind() creates inside gets exactly ``mode`` (a umask of its complement).
+
+    Set around that bind(): a chmod after it would
+    leave a moment in which anyone may connect. The umask is the process's, so a
+    file another thread creates meanwhile gets no more than ``mode`` either; the
+    listeners are bound at start, before checks are served.
+    """
+    previous = os.umask(0o777 & ~mode)
+    try:
+        yield
+    finally:
+        os.umask(previous)
 
 
 def stop_accepting(addr: ListenAddress) -> int:

@@ -25,7 +25,7 @@ from sidecar.http_authz import HttpAuthz
 from sidecar.http_limits import authz_limits, probe_limits
 from sidecar.http_listener import HttpListener, authz_app, probe_app
 from sidecar.http_refusal import DecisionRefuser, PlainRefuser
-from sidecar.listen_sockets import stop_accepting
+from sidecar.listen_sockets import created_with_mode, stop_accepting
 from sidecar.masking import Masker
 from sidecar.metrics import Metrics
 from sidecar.opa.client import OpaClient
@@ -135,6 +135,7 @@ class Sidecar:
             limits,
             refuser,
             sock=self._inherited.get("http"),
+            unix_socket_mode=settings.unix_socket_mode,
         )
         probe = probe_limits(settings)
         self.probes = HttpListener(
@@ -143,6 +144,7 @@ class Sidecar:
             probe,
             PlainRefuser(),
             sock=self._inherited.get("probe"),
+            unix_socket_mode=settings.unix_socket_mode,
         )
         options = server_options(
             settings.max_request_bytes,
@@ -177,10 +179,12 @@ class Sidecar:
             self._relay = GrpcRelay(shared, socket_name)
         credentials = grpc_server_credentials(self.settings)
         try:
-            if credentials is None:
-                bound = self._server.add_insecure_port(target)
-            else:
-                bound = self._server.add_secure_port(target, credentials)
+            # gRPC binds (and creates a unix socket file) within this call.
+            with created_with_mode(self.settings.unix_socket_mode):
+                if credentials is None:
+                    bound = self._server.add_insecure_port(target)
+                else:
+                    bound = self._server.add_secure_port(target, credentials)
         except RuntimeError:
             bound = 0
         if bound == 0:
