@@ -12,6 +12,7 @@ from sidecar.lint import rules
 from sidecar.lint.envoy_canonical import Canonical, canonical
 from sidecar.lint.envoy_chain import check_hcm
 from sidecar.lint.envoy_context import EnvoyContext, survey
+from sidecar.lint.envoy_ext_proc import EXT_PROC_TYPES, check_ext_proc
 from sidecar.lint.envoy_filter import check_http_ext_authz, check_network_ext_authz
 from sidecar.lint.envoy_forwarded import check_forwarded_facts, listener_tls
 from sidecar.lint.envoy_listeners import check_dynamic_listeners, check_listener, listeners
@@ -77,6 +78,8 @@ def _lint(data: Json, sidecar: SidecarSettings, context: EnvoyContext) -> tuple[
             issues += check_network_ext_authz(config, where, budget)
         elif type_name in DOWNSTREAM_TLS_TYPES:
             issues += check_downstream_tls(config, where)
+        elif type_name in EXT_PROC_TYPES:
+            issues += check_ext_proc(config, where)
 
     for path, listener in listeners(data):
         issues += check_listener(listener, path)

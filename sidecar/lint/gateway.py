@@ -37,10 +37,11 @@ def lint(
     ext_auth = as_dict(get_path(document, "spec", "extAuth"))
     if ext_auth is None:
         return {SECURITY_POLICY}, _replaced_gateway_policy(document, context)
-    return {SECURITY_POLICY}, _ext_auth(ext_auth, ("spec", "extAuth"), sidecar.budget)
+    return {SECURITY_POLICY}, check_ext_auth(ext_auth, ("spec", "extAuth"), sidecar.budget)
 
 
-def _ext_auth(config: dict[str, Json], path: Pointer, budget: Budget) -> list[Issue]:
+def check_ext_auth(config: dict[str, Json], path: Pointer, budget: Budget) -> list[Issue]:
+    """An Envoy Gateway ``ExtAuth`` (a SecurityPolicy's, or one copied into it)."""
     issues = _fail_open(config, path)
     issues += _timeout(config, path, budget)
     if "statusOnError" not in config:

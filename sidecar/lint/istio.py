@@ -17,8 +17,9 @@ from sidecar.lint.envoy_filter import CLIENT_HEADERS_FIX
 from sidecar.lint.envoy_sent_headers import CREDENTIAL_HEADERS
 from sidecar.lint.findings import Issue, Pointer
 from sidecar.lint.go_reading import ProtoFields, proto_fields, refused_as_bool, shown, yaml_true
+from sidecar.lint.istio_context import IstioContext, is_authorization_policy, survey_istio
 from sidecar.lint.istio_envoy_filter import ENVOY_FILTER, check_envoy_filter, is_envoy_filter
-from sidecar.lint.istio_policy import AUTHORIZATION_POLICY, check_policy, is_authorization_policy
+from sidecar.lint.istio_policy import AUTHORIZATION_POLICY, check_policy
 from sidecar.lint.sidecar_settings import SidecarSettings
 from sidecar.lint.timeouts import Budget, check_timeout, ms
 from sidecar.lint.values import Json, as_dict, as_list, get_path, is_success_status, istio_matcher
@@ -38,7 +39,10 @@ _UNREAD = (
 )
 
 
-def lint(data: Json, sidecar: SidecarSettings) -> tuple[set[str], list[Issue]]:
+def lint(
+    data: Json, sidecar: SidecarSettings, context: IstioContext | None = None
+) -> tuple[set[str], list[Issue]]:
+    """``context``: the AuthorizationPolicies linted together; this document alone when not given."""
     document = as_dict(data)
     if document is None:
         return set(), []
@@ -61,7 +65,7 @@ def lint(data: Json, sidecar: SidecarSettings) -> tuple[set[str], list[Issue]]:
                     )
     if is_authorization_policy(document):
         kinds.add(AUTHORIZATION_POLICY)
-        issues += check_policy(document)
+        issues += check_policy(document, context or survey_istio([document]))
     if is_envoy_filter(document):
         kinds.add(ENVOY_FILTER)
         issues += check_envoy_filter(document, sidecar)

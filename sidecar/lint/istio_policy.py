@@ -8,13 +8,15 @@ shadow rules whose match switches the ext_authz filter on for that request
 provider, and Istio then allows it unless an ALLOW policy covers it (CUSTOM is
 evaluated before DENY and ALLOW, which cannot bring a skipped request back).
 So every condition in a CUSTOM rule is a way around the check, and the ones a
-client controls are a way around it at will."""
+client controls are a way around it at will. Whether an ALLOW policy covers the
+skipped requests is read from the policies linted together (``istio_context``)."""
 
 from __future__ import annotations
 
 from sidecar.lint import rules
 from sidecar.lint.findings import Issue, Pointer
 from sidecar.lint.go_reading import go_parse_bool
+from sidecar.lint.istio_context import IstioContext, scope_of
 from sidecar.lint.values import Json, as_dict, as_list, get_path
 
 AUTHORIZATION_POLICY = "istio-authorization-policy"
@@ -37,19 +39,14 @@ _CLIENT_SOURCE = {
 }
 # when-condition keys the client controls: its headers, whether it sends a token, SNI, forwarded address.
 _CLIENT_KEYS = ("request.headers[", "request.auth.", "connection.sni", "remote.ip")
+_SCOPING = ("paths", "notPaths", "methods", "notMethods", "hosts", "notHosts", "ports", "notPorts")
 _CLIENT_FIX = (
     "send every request of the workload to the provider (rules: [{}]) and decide on these facts in the "
     "policy, which sees them (input.attributes.request.http)"
 )
 
 
-def is_authorization_policy(document: dict[str, Json]) -> bool:
-    return str(document.get("apiVersion", "")).startswith("security.istio.io/") and (
-        document.get("kind") == "AuthorizationPolicy"
-    )
-
-
-def check_policy(document: dict[str, Json]) -> list[Issue]:
+def check_policy(document: dict[str, Json], context: IstioContext) -> list[Issue]:
     spec = as_dict(document.get("spec")) or {}
     action = str(spec.get("action", "ALLOW"))
     issues = _dry_run(document, action)
@@ -76,7 +73,9 @@ def check_policy(document: dict[str, Json]) -> list[Issue]:
         exemptions += _client_facts(rule, ("spec", "rules", r), label)
         exemptions += _paths(rule, ("spec", "rules", r), label)
     issues += exemptions
-    if not exemptions:
+    if not context.allow_covers(scope_of(document)):
+        issues.append(_uncovered(rule_list, label))
+    elif not exemptions:
         issues.append(
             rules.CUSTOM_POLICY_PARTIAL_SCOPE.issue(
                 ("spec", "rules"),
@@ -87,6 +86,21 @@ def check_policy(document: dict[str, Json]) -> list[Issue]:
             )
         )
     return issues
+
+
+def _uncovered(rule_list: list[Json], label: str) -> Issue:
+    conditions = set()
+    for raw in rule_list:
+        for _, operation in _entries(as_dict(raw) or {}, "to", "operation"):
+            conditions |= {f"{key} {values}" for key, values in operation.items() if key in _SCOPING}
+    scoped = f" ({'; '.join(sorted(conditions))})" if conditions else ""
+    return rules.CUSTOM_POLICY_UNCOVERED.issue(
+        ("spec", "rules"),
+        f"these rules{scoped} send only some requests to {label}; the others skip ext_authz, and no ALLOW "
+        "policy among the files linted applies to these workloads, so Istio lets them through unchecked",
+        "use rules: [{}] and let the policy decide, or add an ALLOW policy for the same workloads whose "
+        "rules allow only what may pass unchecked (and lint it with this one)",
+    )
 
 
 def _matches_everything(raw: Json) -> bool:

@@ -7,17 +7,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
-from sidecar.lint import envoy, gateway, istio, rules
+from sidecar.lint import agentgateway, ai_gateway, envoy, gateway, istio, rules
 from sidecar.lint.envoy_context import EnvoyContext, survey
 from sidecar.lint.findings import Finding, Issue, Severity, render_pointer
 from sidecar.lint.gateway_context import GatewayContext, survey_gateway
+from sidecar.lint.istio_context import IstioContext, survey_istio
 from sidecar.lint.loader import Document, LoadError, discover, load_file
 from sidecar.lint.sidecar_settings import SidecarSettings
 from sidecar.lint.values import Json
 from sidecar.lint.waivers import absolute, find_waivers
 
 Linter = Callable[[Json, SidecarSettings], tuple[set[str], list[Issue]]]
-LINTERS: tuple[Linter, ...] = (envoy.lint, istio.lint, gateway.lint)
+LINTERS: tuple[Linter, ...] = (envoy.lint, istio.lint, gateway.lint, agentgateway.lint, ai_gateway.lint)
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_UNREADABLE = 0, 1, 2
 
@@ -61,8 +62,9 @@ def lint_paths(paths: Sequence[str], sidecar: SidecarSettings) -> LintResult:
             result.errors.append(exc)
     context = survey(document.data for document in documents)
     gateway_context = survey_gateway(document.data for document in documents)
+    istio_context = survey_istio(document.data for document in documents)
     for document in documents:
-        kinds, findings = lint_document(document, sidecar, context, gateway_context)
+        kinds, findings = lint_document(document, sidecar, context, gateway_context, istio_context)
         if kinds:
             result.checked.append(Checked(document.file, document.index, tuple(sorted(kinds))))
             result.findings += findings
@@ -74,13 +76,16 @@ def lint_document(
     sidecar: SidecarSettings,
     context: EnvoyContext | None = None,
     gateway_context: GatewayContext | None = None,
+    istio_context: IstioContext | None = None,
 ) -> tuple[set[str], list[Finding]]:
     kinds: set[str] = set()
     issues: list[Issue] = []
     linters: tuple[Linter, ...] = (
         partial(envoy.lint, context=context),
-        istio.lint,
+        partial(istio.lint, context=istio_context),
         partial(gateway.lint, context=gateway_context),
+        agentgateway.lint,
+        ai_gateway.lint,
     )
     for linter in linters:
         found, more = linter(document.data, sidecar)

@@ -171,6 +171,11 @@ CUSTOM_POLICY_PATH_EXEMPTION = Rule(
     WARNING,
     "a CUSTOM AuthorizationPolicy scoped by paths that a client can write around",
 )
+CUSTOM_POLICY_UNCOVERED = Rule(
+    "custom-policy-uncovered",
+    WARNING,
+    "a CUSTOM AuthorizationPolicy leaves requests unchecked and no ALLOW policy linted covers them",
+)
 ENVOYFILTER_REMOVES_EXT_AUTHZ = Rule(
     "envoyfilter-removes-ext-authz",
     ERROR,
@@ -190,6 +195,28 @@ GATEWAY_ROUTE_POLICY_DROPS_EXT_AUTH = Rule(
 )
 GATEWAY_DEFAULT_TIMEOUT = Rule(
     "gateway-default-timeout", INFO, "an Envoy Gateway extAuth without timeout (10 s)"
+)
+
+# -- other proxies' callouts
+EXT_PROC_FAILURE_MODE_ALLOW = Rule(
+    "ext-proc-failure-mode-allow",
+    WARNING,
+    "an Envoy ext_proc filter with failure_mode_allow: true passes requests its server never saw",
+)
+
+# -- agent gateways
+AGENTGATEWAY_FAIL_OPEN = Rule(
+    "agentgateway-fail-open", ERROR, "an agentgateway extAuthz whose failureMode lets requests through"
+)
+AGENTGATEWAY_DECISION_CACHE = Rule(
+    "agentgateway-decision-cache",
+    WARNING,
+    "an agentgateway extAuthz cache reuses an answer without asking the authorizer",
+)
+MCP_GUARDRAILS_FAIL_OPEN = Rule(
+    "mcp-guardrails-fail-open",
+    ERROR,
+    "an agentgateway MCP policy processor with failureMode failOpen",
 )
 
 # -- any document

@@ -9,6 +9,7 @@ import pytest
 
 from sidecar.lint.findings import Severity
 from sidecar.lint.rules import ALL_RULES
+from tests.lint.agent_gateway_expected import AGENT_GATEWAY_EXPECTED
 from tests.lint.helpers import FIXTURES, REPO, ext_authz, hcm, lint
 from tests.lint.istio_gateway_expected import ISTIO_AND_GATEWAY_EXPECTED
 
@@ -246,7 +247,9 @@ EXPECTED: dict[str, set[tuple[int, str, str]]] = {
     "istio/authorization-policies.yaml": {
         (0, "custom-policy-no-rules", "/spec"),
         (1, "custom-policy-exempts-identities", "/spec/rules/0/from/0/source/notPrincipals"),
+        (1, "custom-policy-uncovered", "/spec/rules"),
         (2, "custom-policy-path-exemption", "/spec/rules/0/to/0/operation/paths"),
+        (2, "custom-policy-uncovered", "/spec/rules"),
         (3, "istio-dry-run-deny", "/metadata/annotations/istio.io~1dry-run"),
         (4, "istio-dry-run", "/metadata/annotations/istio.io~1dry-run"),
     },
@@ -266,6 +269,7 @@ EXPECTED: dict[str, set[tuple[int, str, str]]] = {
         (0, "timeout-below-budget", "/spec/extAuth/timeout"),
     },
     **ISTIO_AND_GATEWAY_EXPECTED,
+    **AGENT_GATEWAY_EXPECTED,
 }
 
 
