@@ -65,6 +65,7 @@ def already_injected(workload: Workload, mode: str) -> bool:
 
 def inject_pod(workload: Workload, options: InjectOptions, policy_keys: list[str] | None) -> Injected:
     spec = workload.spec
+    workload.pod_labels()  # refuses pods without labels before anything changes
     if spec.get("hostNetwork"):
         raise RefusedError(
             "it uses hostNetwork: the authorizer's loopback ports would be the node's, open to its every pod"
