@@ -109,6 +109,35 @@ class Metrics:
         )
         self._store_errors = {op: store_errors.labels(op) for op in ("read", "write")}
 
+        materials = ("grpc_listener", "opa_client")  # as sidecar.tls names them
+        reloads = Counter(
+            "opa_sidecar_tls_reloads",
+            "Changes of TLS files seen, by material (grpc_listener, opa_client) and whether they "
+            "loaded (loaded) or were refused, the old material staying in use (rejected).",
+            ["material", "result"],
+            registry=registry,
+        )
+        self._tls_reloads = {
+            (m, loaded): reloads.labels(m, "loaded" if loaded else "rejected")
+            for m in materials
+            for loaded in (True, False)
+        }
+        rejected = Gauge(
+            "opa_sidecar_tls_files_rejected",
+            "1 while a material's files on disk are refused and older material is in use, else 0.",
+            ["material"],
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
+        self._tls_rejected = {m: rejected.labels(m) for m in materials}
+        for gauge in self._tls_rejected.values():
+            gauge.set(0)
+
+    def observe_tls_reload(self, material: str, loaded: bool) -> None:
+        """Called from the TLS file poller's thread (prometheus-client is thread-safe)."""
+        self._tls_reloads[material, loaded].inc()
+        self._tls_rejected[material].set(0 if loaded else 1)
+
     def observe_after_deny(self, kind: str, *, held: bool) -> None:
         self._after_deny[kind, "true" if held else "false"].inc()
 

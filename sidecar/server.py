@@ -35,7 +35,7 @@ from sidecar.readiness import Readiness
 from sidecar.recording import Recorder
 from sidecar.shadow import MAX_ANSWER_BYTES as SHADOW_MAX_ANSWER_BYTES
 from sidecar.shadow import Shadow
-from sidecar.tls import grpc_server_credentials, opa_ssl_context
+from sidecar.tls import OpaTls, grpc_server_credentials, opa_tls
 from sidecar.worker_link import heartbeat_fd, inherited_listeners, send_heartbeats
 
 log = logging.getLogger("sidecar")
@@ -62,10 +62,10 @@ class StartupError(Exception):
 
 
 def build_opa_client(
-    settings: Settings, decision_path: str | None = None, max_response_bytes: int | None = None
+    settings: Settings, tls: OpaTls, decision_path: str | None = None, max_response_bytes: int | None = None
 ) -> OpaClient:
     url = settings.opa_url
-    endpoint = Endpoint(url.host, url.port, unix_path=url.unix_path, ssl_context=opa_ssl_context(settings))
+    endpoint = Endpoint(url.host, url.port, unix_path=url.unix_path, ssl_context=tls)
     try:
         token = TokenFile(settings.opa_token_file) if settings.opa_token_file else None
     except TokenFileError as exc:
@@ -86,12 +86,14 @@ class Sidecar:
     def __init__(self, settings: Settings, decisions: DecisionLog | None = None) -> None:
         self.settings = settings
         self.metrics = Metrics()
-        self.opa = build_opa_client(settings)
+        opa_tls_context = opa_tls(settings, self.metrics.observe_tls_reload)  # re-read as files change
+        self.opa = build_opa_client(settings, opa_tls_context)
         self.shadow = None
         if settings.shadow_decision_path is not None:
             self.shadow = Shadow(
                 build_opa_client(
                     settings,
+                    opa_tls_context,
                     settings.shadow_decision_path,
                     min(settings.opa_max_response_bytes, SHADOW_MAX_ANSWER_BYTES),
                 ),
@@ -177,7 +179,7 @@ class Sidecar:
             # gRPC listens privately; the relay feeds it from the shared socket.
             target, socket_name = private_grpc_address()
             self._relay = GrpcRelay(shared, socket_name)
-        credentials = grpc_server_credentials(self.settings)
+        credentials = grpc_server_credentials(self.settings, self.metrics.observe_tls_reload)
         try:
             # gRPC binds (and creates a unix socket file) within this call.
             with created_with_mode(self.settings.unix_socket_mode):

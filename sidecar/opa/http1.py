@@ -15,6 +15,7 @@ import asyncio
 import ssl
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -35,12 +36,17 @@ class ProtocolError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
-    """Where to connect: a TCP host and port, or a unix socket path; TLS optional."""
+    """Where to connect: a TCP host and port, or a unix socket path; TLS optional,
+    with a fixed context or one asked for at each new connection (rotating files)."""
 
     host: str
     port: int
     unix_path: str | None = None
-    ssl_context: ssl.SSLContext | None = None
+    ssl_context: ssl.SSLContext | Callable[[], ssl.SSLContext] | None = None
+
+    def current_ssl_context(self) -> ssl.SSLContext | None:
+        context = self.ssl_context
+        return context if context is None or isinstance(context, ssl.SSLContext) else context()
 
     @property
     def host_header(self) -> str:
@@ -64,6 +70,7 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.idle_since = 0.0
+        self.ssl_context: ssl.SSLContext | None = None  # what its handshake used
         self._parser: httptools.HttpResponseParser | None = None
         self._waiter: asyncio.Future[Response] | None = None
         self._response = Response()
@@ -200,7 +207,7 @@ class ConnectionPool:
         self._idle: deque[_Connection] = deque()
         self._max_idle = max_idle
 
-    async def _connect(self) -> _Connection:
+    async def _connect(self, context: ssl.SSLContext | None) -> _Connection:
         ep = self.endpoint
         loop = asyncio.get_running_loop()
         try:
@@ -208,13 +215,14 @@ class ConnectionPool:
                 _, conn = await loop.create_unix_connection(
                     _Connection,
                     ep.unix_path,
-                    ssl=ep.ssl_context,
-                    server_hostname="localhost" if ep.ssl_context else None,
+                    ssl=context,
+                    server_hostname="localhost" if context else None,
                 )
             else:
-                _, conn = await loop.create_connection(_Connection, ep.host, ep.port, ssl=ep.ssl_context)
+                _, conn = await loop.create_connection(_Connection, ep.host, ep.port, ssl=context)
         except (OSError, ssl.SSLError) as exc:
             raise TransportError(f"cannot connect ({type(exc).__name__})") from None
+        conn.ssl_context = context
         return conn
 
     async def request(self, request: bytes, max_body: int) -> Response:
@@ -236,12 +244,15 @@ class ConnectionPool:
 
     async def _acquire(self) -> _Connection:
         now = time.monotonic()
+        context = self.endpoint.current_ssl_context()
         while self._idle:
             conn = self._idle.pop()
-            if conn.usable(now):
+            # After a rotation a connection made with the old material is closed
+            # rather than reused: only checks already on one finish with it.
+            if conn.usable(now) and conn.ssl_context is context:
                 return conn
             conn.close()
-        return await self._connect()
+        return await self._connect(context)
 
     def _release(self, conn: _Connection) -> None:
         if len(self._idle) >= self._max_idle:
