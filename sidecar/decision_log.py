@@ -62,13 +62,18 @@ class DecisionLog:
         stream = sys.stdout.buffer if destination == "-" else open(destination, "ab")  # noqa: SIM115
         return cls(decision_path, stream, masker=masker, max_backlog_bytes=max_backlog_bytes)
 
-    def record(self, decision_id: str, outcome: Outcome, latency_s: float) -> None:
+    def record(
+        self, decision_id: str, outcome: Outcome, latency_s: float, trace: tuple[str, str] | None = None
+    ) -> None:
+        """``trace``: the check's trace_id and span_id, to join the line to its trace."""
         verdict = outcome.verdict
         entry: dict[str, Any] = {
             "time": _timestamp(),
             "decision_id": decision_id,
             "outcome": "allow" if isinstance(verdict, Allow) else "deny",
         }
+        if trace is not None:
+            entry["trace_id"], entry["span_id"] = trace
         if not isinstance(verdict, Allow):
             entry["reason"] = verdict.reason.value
             entry["detail"] = verdict.detail

@@ -132,11 +132,19 @@ class Metrics:
         self._tls_rejected = {m: rejected.labels(m) for m in materials}
         for gauge in self._tls_rejected.values():
             gauge.set(0)
+        self._spans_dropped = Counter(
+            "opa_sidecar_trace_spans_dropped",
+            "Spans not exported: the export queue was full, or the exporter failed or refused them.",
+            registry=registry,
+        )
 
     def observe_tls_reload(self, material: str, loaded: bool) -> None:
         """Called from the TLS file poller's thread (prometheus-client is thread-safe)."""
         self._tls_reloads[material, loaded].inc()
         self._tls_rejected[material].set(0 if loaded else 1)
+
+    def observe_spans_dropped(self, count: int) -> None:
+        self._spans_dropped.inc(count)
 
     def observe_after_deny(self, kind: str, *, held: bool) -> None:
         self._after_deny[kind, "true" if held else "false"].inc()

@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import Awaitable
 
+from sidecar import tracing
 from sidecar.authorizer import Outcome
 from sidecar.decision_log import DecisionLog
 from sidecar.errors import describe
@@ -42,10 +43,13 @@ class Recorder:
         decision that cannot be recorded is not made, so a failed log write
         turns it into a deny."""
         latency = time.perf_counter() - started
+        trace = tracing.take()
         try:
-            self._decisions.record(decision_id, outcome, latency)
+            self._decisions.record(decision_id, outcome, latency, None if trace is None else trace.log_ids())
         except Exception as exc:
             outcome = internal_error(decision_id, "decision log write failed", exc)
+        if trace is not None:
+            trace.finish(decision_id, outcome.verdict)
         self._metrics.observe_check(outcome.verdict, latency)
         if outcome.opa_seconds is not None:
             self._metrics.observe_opa(outcome.opa_seconds, outcome.opa_reached)

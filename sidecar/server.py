@@ -14,6 +14,7 @@ from grpc_health.v1 import health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
 from grpc_reflection.v1alpha import reflection
 
+from sidecar import tracing
 from sidecar.authorizer import Authorizer
 from sidecar.config import ConfigError, ListenAddress, Settings
 from sidecar.decision_log import DecisionLog
@@ -86,6 +87,7 @@ class Sidecar:
     def __init__(self, settings: Settings, decisions: DecisionLog | None = None) -> None:
         self.settings = settings
         self.metrics = Metrics()
+        tracing.configure(settings.decision_path, self.metrics.observe_spans_dropped)  # from OTEL_*
         opa_tls_context = opa_tls(settings, self.metrics.observe_tls_reload)  # re-read as files change
         self.opa = build_opa_client(settings, opa_tls_context)
         self.shadow = None
@@ -261,6 +263,7 @@ class Sidecar:
         if self.deny_memory is not None:
             await self.deny_memory.close()
         self.decisions.close()
+        tracing.shutdown()
 
     def _stop_accepting(self) -> None:
         if self._relay is not None:

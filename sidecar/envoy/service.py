@@ -16,13 +16,16 @@ from typing import NoReturn, cast
 
 import grpc
 
+from sidecar import tracing
 from sidecar.authorizer import Authorizer, Outcome
 from sidecar.envoy.peer_guard import PeerGuard, Refusal
 from sidecar.envoy.response import build_response, minimal_deny
 from sidecar.recording import Recorder, internal_error
+from sidecar.trace_context import from_pairs
 from sidecar.verdict import Deny, DenyReason
 
 SERVICE_NAME = "envoy.service.auth.v3.Authorization"
+SPAN_NAME = SERVICE_NAME + "/Check"
 
 
 class CheckService:
@@ -36,6 +39,8 @@ class CheckService:
         started = time.perf_counter()
         self.received += 1
         decision_id = str(uuid.uuid4())
+        # Envoy's tracer sends the trace context as gRPC metadata.
+        tracing.begin_check(lambda: from_pairs(context.invocation_metadata() or ()), SPAN_NAME)
         peer = context.peer()
         refusal = self.peers.refusal(peer)
         if refusal is Refusal.STALLED:

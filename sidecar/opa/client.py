@@ -10,6 +10,7 @@ import asyncio
 from typing import Any
 from urllib.parse import quote
 
+from sidecar import tracing
 from sidecar.opa.http1 import ConnectionPool, Endpoint, ProtocolError, TransportError
 from sidecar.opa.strict_json import StrictJSONError, loads_object
 from sidecar.verdict import DenyReason
@@ -78,7 +79,16 @@ class OpaClient:
 
     async def evaluate(self, body: bytes, deadline: float) -> dict[str, Any]:
         """POST ``body`` (``{"input": ...}``); ``deadline`` is in loop time."""
+        call = tracing.opa_call()
+        if call is None:
+            return await self._exchange(body, deadline, None)
+        with call:  # the trace context goes to OPA, so OPA's spans join the check's trace
+            return await self._exchange(body, deadline, call)
+
+    async def _exchange(self, body: bytes, deadline: float, call: tracing.OpaCall | None) -> dict[str, Any]:
         head = self._with_token(self._head)
+        if call is not None:
+            head += call.headers
         request = b"%sContent-Length: %d\r\n\r\n%s" % (head, len(body), body)
         try:
             async with asyncio.timeout_at(deadline):
@@ -91,7 +101,8 @@ class OpaClient:
             raise OpaFailure(DenyReason.OPA_UNREACHABLE, str(exc)) from None
         except ProtocolError as exc:
             raise OpaFailure(DenyReason.OPA_BAD_RESPONSE, str(exc)) from None
-
+        if call is not None:
+            call.status = response.status
         if response.status != 200:
             raise OpaFailure(
                 DenyReason.OPA_HTTP_STATUS, f"OPA answered HTTP {response.status}{_error_code(response.body)}"
