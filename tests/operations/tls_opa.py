@@ -24,6 +24,8 @@ class SeenRequest:
 @dataclass
 class TlsOpa:
     url: str
+    # The listener's context: loading another certificate into it changes what new handshakes get.
+    context: ssl.SSLContext
     requests: list[SeenRequest] = field(default_factory=list)
 
 
@@ -61,7 +63,7 @@ async def tls_opa(server: CertPair, *, client_ca: str | None = None) -> AsyncIte
     if client_ca is not None:
         context.load_verify_locations(client_ca)
         context.verify_mode = ssl.CERT_REQUIRED
-    opa = TlsOpa("")
+    opa = TlsOpa("", context)
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await _serve(opa, reader, writer)
