@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sidecar.inject.containers import SOCKET_ADDR
 from sidecar.inject.pod import Injected, envoy_configmap_name
 from sidecar.inject.workloads import Workload
 
@@ -30,7 +31,7 @@ def envoy_configmap(workload: Workload, injected: Injected, listen_port: int) ->
 
     assert injected.app_port is not None
     addresses = EnvoyAddresses(
-        listen=f"0.0.0.0:{listen_port}", upstream=f"127.0.0.1:{injected.app_port.number}"
+        listen=f"0.0.0.0:{listen_port}", upstream=f"127.0.0.1:{injected.app_port.number}", sidecar=SOCKET_ADDR
     )
     return {
         "apiVersion": "v1",

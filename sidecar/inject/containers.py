@@ -1,7 +1,12 @@
 """The containers and volumes the authorizer adds to a pod, locked down as in deploy/kubernetes.
 
 They run as native sidecars (init containers with `restartPolicy: Always`): they start
-before the application, and a Job's pod still completes when its application exits."""
+before the application, and a Job's pod still completes when its application exits.
+
+In envoy mode Envoy asks the sidecar over a unix socket in a volume only the two of them
+mount: the application shares the pod's network namespace, not that volume, so it cannot
+ask for checks. The socket is created 0660 with the sidecar's group, which Envoy runs as
+(no pod-wide fsGroup, which would change the ownership of the application's volumes)."""
 
 from __future__ import annotations
 
@@ -10,23 +15,31 @@ from typing import Any
 from sidecar.inject.options import InjectOptions
 
 ENVOY, SIDECAR, OPA = "opa-sidecar-envoy", "opa-sidecar", "opa-sidecar-opa"
-ENVOY_CONFIG_VOLUME, ENVOY_TMP_VOLUME, POLICY_VOLUME = (
+ENVOY_CONFIG_VOLUME, ENVOY_TMP_VOLUME, POLICY_VOLUME, SOCKET_VOLUME = (
     "opa-sidecar-envoy-config",
     "opa-sidecar-envoy-tmp",
     "opa-sidecar-policy",
+    "opa-sidecar-socket",
 )
+SOCKET_DIR = "/run/opa-sidecar"
+SOCKET_ADDR = f"unix://{SOCKET_DIR}/authz.sock"  # envoy mode's --grpc-addr
+TCP_GRPC_ADDR = "127.0.0.1:9191"  # istio mode's: the Istio proxy reaches it over loopback
 SIDECAR_PROBE_PORT_NAME, OPA_DIAGNOSTIC_PORT_NAME = "authz-probe", "authz-opa-diag"
 # Ports every mode takes in the pod's network namespace, and what listens there.
-SIDECAR_PORTS = {9191: "opa-sidecar gRPC", 9192: "opa-sidecar HTTP", 9193: "opa-sidecar probes"}
+SIDECAR_PORTS = {9192: "opa-sidecar HTTP", 9193: "opa-sidecar probes"}
+SIDECAR_TCP_GRPC_PORT = {9191: "opa-sidecar gRPC"}
 OPA_PORTS = {8181: "OPA API", 8282: "OPA diagnostics"}
 ENVOY_ADMIN_PORT = 9901
 POLICY_DIR = "/policies"
 
 
-def _locked_down(uid: int) -> dict[str, Any]:
+SIDECAR_UID = 10001
+
+
+def _locked_down(uid: int, gid: int | None = None) -> dict[str, Any]:
     return {
         "runAsUser": uid,
-        "runAsGroup": uid,
+        "runAsGroup": uid if gid is None else gid,
         "runAsNonRoot": True,
         "allowPrivilegeEscalation": False,
         "readOnlyRootFilesystem": True,
@@ -49,17 +62,19 @@ def envoy_container(options: InjectOptions, port_name: str) -> dict[str, Any]:
         "volumeMounts": [
             {"name": ENVOY_CONFIG_VOLUME, "mountPath": "/etc/envoy", "readOnly": True},
             {"name": ENVOY_TMP_VOLUME, "mountPath": "/tmp"},  # noqa: S108 - Envoy's own scratch, an emptyDir
+            # Connecting to the socket needs no write access to the volume.
+            {"name": SOCKET_VOLUME, "mountPath": SOCKET_DIR, "readOnly": True},
         ],
         # Envoy's admin /ready is on loopback; the listener accepts once Envoy is initialised.
         "readinessProbe": {"tcpSocket": {"port": port_name}, "periodSeconds": 5},
         "livenessProbe": {"tcpSocket": {"port": port_name}, "periodSeconds": 10, "failureThreshold": 3},
         "resources": _resources(options, "envoy"),
-        "securityContext": _locked_down(101),
+        "securityContext": _locked_down(101, SIDECAR_UID),  # the socket's group
     }
 
 
 def sidecar_container(options: InjectOptions) -> dict[str, Any]:
-    return {
+    container: dict[str, Any] = {
         "name": SIDECAR,
         "image": options.images["opa-sidecar"],
         "imagePullPolicy": "IfNotPresent",
@@ -67,7 +82,7 @@ def sidecar_container(options: InjectOptions) -> dict[str, Any]:
             "--opa-url",
             "http://127.0.0.1:8181",
             "--grpc-addr",
-            "127.0.0.1:9191",
+            SOCKET_ADDR if options.mode == "envoy" else TCP_GRPC_ADDR,
             "--http-addr",
             "127.0.0.1:9192",
             "--probe-addr",
@@ -87,8 +102,11 @@ def sidecar_container(options: InjectOptions) -> dict[str, Any]:
             "periodSeconds": 5,
         },
         "resources": _resources(options, "opa-sidecar"),
-        "securityContext": _locked_down(10001),
+        "securityContext": _locked_down(SIDECAR_UID),
     }
+    if options.mode == "envoy":
+        container["volumeMounts"] = [{"name": SOCKET_VOLUME, "mountPath": SOCKET_DIR}]
+    return container
 
 
 def opa_container(options: InjectOptions) -> dict[str, Any]:

@@ -23,6 +23,8 @@ from sidecar.inject.containers import (
     SIDECAR,
     SIDECAR_PORTS,
     SIDECAR_PROBE_PORT_NAME,
+    SIDECAR_TCP_GRPC_PORT,
+    SOCKET_VOLUME,
     envoy_container,
     opa_container,
     policy_volume,
@@ -76,13 +78,15 @@ def inject_pod(workload: Workload, options: InjectOptions, policy_keys: list[str
     ours = [OPA, SIDECAR] + ([ENVOY] if options.mode == "envoy" else [])
     _refuse_taken("container", {c.get("name") for c in containers + init_containers}, ours)
     our_volumes = ([] if options.bundle else [POLICY_VOLUME]) + (
-        [ENVOY_CONFIG_VOLUME, ENVOY_TMP_VOLUME] if options.mode == "envoy" else []
+        [ENVOY_CONFIG_VOLUME, ENVOY_TMP_VOLUME, SOCKET_VOLUME] if options.mode == "envoy" else []
     )
     _refuse_taken("volume", {v.get("name") for v in volumes}, our_volumes)
     declared = _declared_ports(containers + init_containers)
     taken = {**SIDECAR_PORTS, **OPA_PORTS}
     if options.mode == "envoy":
         taken |= {ENVOY_ADMIN_PORT: "Envoy admin", options.listen_port: "Envoy's listener"}
+    else:
+        taken |= SIDECAR_TCP_GRPC_PORT
     for number, _, owner in declared:
         if number in taken:
             raise RefusedError(f"container {owner!r} declares port {number}, which the {taken[number]} needs")
@@ -102,6 +106,7 @@ def inject_pod(workload: Workload, options: InjectOptions, policy_keys: list[str
         volumes += [
             {"name": ENVOY_CONFIG_VOLUME, "configMap": {"name": envoy_configmap_name(workload)}},
             {"name": ENVOY_TMP_VOLUME, "emptyDir": {"sizeLimit": "16Mi"}},
+            {"name": SOCKET_VOLUME, "emptyDir": {"sizeLimit": "1Mi"}},
         ]
         workload.annotations[APP_PORT_ANNOTATION] = str(app_port.number)
     if options.bundle is None:

@@ -44,13 +44,29 @@ def test_envoy_config_is_the_template_rendered_for_the_pods_ports_and_validates(
         "labels": {"app.kubernetes.io/managed-by": "opa-sidecar-inject", "opa-sidecar/workload": "orders"},
     }
     text = configmap["data"]["envoy.yaml"]
-    assert text == render_envoy(EnvoyAddresses(listen="0.0.0.0:8000", upstream="127.0.0.1:3000"))
+    sidecar = "unix:///run/opa-sidecar/authz.sock"
+    assert text == render_envoy(
+        EnvoyAddresses(listen="0.0.0.0:8000", upstream="127.0.0.1:3000", sidecar=sidecar)
+    )
     config = EnvoyConfig.load(text)
     assert config.ext_authz["failure_mode_allow"] is False
     assert (config.listen_address, config.upstream_address) == ("0.0.0.0:8000", "127.0.0.1:3000")
     [workload] = by_kind(documents, "Deployment")
     containers = _containers(workload)
     assert str(sidecar_settings(containers["opa-sidecar"]["args"]).grpc_addr) == config.sidecar_address
+    # The socket's volume is Envoy's and the sidecar's alone; Envoy runs with the socket's group.
+    socket_dir = config.sidecar_address.removeprefix("unix://").rpartition("/")[0]
+    mounting = {
+        name: mount
+        for name, c in containers.items()
+        for mount in c.get("volumeMounts", [])
+        if mount["name"] == "opa-sidecar-socket"
+    }
+    assert mounting.keys() == {"opa-sidecar", "opa-sidecar-envoy"}
+    assert {m["mountPath"] for m in mounting.values()} == {socket_dir}
+    assert mounting["opa-sidecar-envoy"]["readOnly"] is True
+    sidecar_context = containers["opa-sidecar"]["securityContext"]
+    assert containers["opa-sidecar-envoy"]["securityContext"]["runAsGroup"] == sidecar_context["runAsGroup"]
     envoy = containers["opa-sidecar-envoy"]
     assert envoy["ports"] == [{"name": "http", "containerPort": 8000}]
     [mount] = [m for m in envoy["volumeMounts"] if m["name"] == "opa-sidecar-envoy-config"]
@@ -131,12 +147,18 @@ def test_containers_are_locked_down_as_in_deploy_kubernetes(
         assert container["resources"] == expected["resources"]
         context = dict(container["securityContext"])
         assert context.pop("runAsNonRoot") is True
-        assert context == expected["securityContext"]
+        expected_context = dict(expected["securityContext"])
+        if ours == "opa-sidecar-envoy":  # Envoy's group is the sidecar's, to open its socket
+            expected_context["runAsGroup"] = containers["opa-sidecar"]["securityContext"]["runAsGroup"]
+        assert context == expected_context
         for probe in ("livenessProbe", "readinessProbe"):
             assert container[probe].keys() == expected[probe].keys(), (ours, probe)
-    assert containers["opa-sidecar"]["args"] == reference["opa-sidecar"]["args"]
     assert containers["opa-sidecar-opa"]["args"] == reference["opa"]["args"]
     sidecar = sidecar_settings(containers["opa-sidecar"]["args"])
+    shipped = sidecar_settings(reference["opa-sidecar"]["args"])
+    for setting in ("opa_url", "http_addr", "probe_addr", "opa_timeout", "unix_socket_mode"):
+        assert getattr(sidecar, setting) == getattr(shipped, setting), setting
+    assert str(sidecar.grpc_addr).startswith("unix:///")
     assert f"--addr={host_port(str(sidecar.opa_url))}" in containers["opa-sidecar-opa"]["args"]
 
 
