@@ -120,7 +120,7 @@ ENVOY_MODES: Mapping[str, tuple[Path, EnvoyAddresses]] = {
     "http": (ENVOY_HTTP_TEMPLATE, HTTP_MODE_ADDRESSES),
 }
 KUBERNETES_CONFIGMAPS = "kubernetes/configmaps.yaml"
-KUBERNETES_ENVOY_VARIANT = "envoy/envoy-grpc-tcp.yaml"
+KUBERNETES_ENVOY_VARIANT = "envoy/envoy-grpc-unix.yaml"
 POLICY_DIR = REPO_ROOT / "rego"
 DEMO_APP = DEPLOY_DIR / "echo_upstream.py"
 

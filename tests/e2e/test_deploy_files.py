@@ -23,6 +23,7 @@ from deploy.render import (
     ENVOY_VARIANTS,
     HTTP_MODE_ADDRESSES,
     KUBERNETES_CONFIGMAPS,
+    KUBERNETES_ENVOY_VARIANT,
     REPO_ROOT,
     EnvoyAddresses,
     RenderError,
@@ -34,6 +35,7 @@ from deploy.render import (
 from tests.e2e.deploy_files import EnvoyConfig, host_port, sidecar_settings, validate_envoy_config
 
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
+COMPOSE_ENVOY_CONFIG = DEPLOY_DIR / "envoy" / "envoy-grpc-unix.yaml"
 KUBERNETES_DIR = DEPLOY_DIR / "kubernetes"
 KUBERNETES_VERSIONS = ["1.30.0", "1.37.0"]  # oldest and newest checked
 
@@ -208,8 +210,19 @@ def _mounts(service: dict[str, Any]) -> dict[str, Path]:
     mounts = {}
     for volume in service.get("volumes", []):
         source, target, *_ = volume.split(":")
-        mounts[target] = (REPO_ROOT / source).resolve()
+        if source.startswith((".", "/")):  # else a named volume
+            mounts[target] = (REPO_ROOT / source).resolve()
     return mounts
+
+
+def _named_volumes(service: dict[str, Any]) -> dict[str, str]:
+    """volume name -> container path and options, for named volumes."""
+    named = {}
+    for volume in service.get("volumes", []):
+        source, _, rest = volume.partition(":")
+        if not source.startswith((".", "/")):
+            named[source] = rest
+    return named
 
 
 def test_compose_mounts_and_builds_files_that_exist(compose: dict[str, Any]) -> None:
@@ -228,7 +241,7 @@ def test_compose_runs_the_envoy_config_of_deploy_envoy(compose: dict[str, Any]) 
     command = envoy["command"]
     config_path = command[command.index("--config-path") + 1]
     mounted = _mounts(envoy)[config_path]
-    assert mounted == DEPLOY_DIR / "envoy" / "envoy-grpc-tcp.yaml"
+    assert mounted == COMPOSE_ENVOY_CONFIG
     validate_envoy_config(mounted)
 
 
@@ -244,16 +257,41 @@ def test_compose_can_switch_envoy_to_http_mode(compose: dict[str, Any]) -> None:
 
 def test_compose_publishes_one_port_envoys_listener(compose: dict[str, Any]) -> None:
     published = [port for service in compose["services"].values() for port in service.get("ports", [])]
-    envoy = EnvoyConfig.load((DEPLOY_DIR / "envoy" / "envoy-grpc-tcp.yaml").read_text())
+    envoy = EnvoyConfig.load(COMPOSE_ENVOY_CONFIG.read_text())
     assert published == [f"10000:{envoy.listen_address.rpartition(':')[2]}"]
     for name in ("opa", "opa-sidecar", "app"):
         # Loopback addresses below are shared with Envoy only through its network namespace.
         assert compose["services"][name]["network_mode"] == "service:envoy"
 
 
+def test_compose_sidecar_socket_is_shared_by_envoy_and_the_sidecar_alone(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    sidecar = sidecar_settings(services["opa-sidecar"]["command"])
+    assert sidecar.grpc_addr.unix_path is not None
+    socket_dir = str(Path(sidecar.grpc_addr.unix_path).parent)
+    mounting = {name: _named_volumes(service) for name, service in services.items()}
+    assert {name for name, named in mounting.items() if "authz-socket" in named} == {"envoy", "opa-sidecar"}
+    assert mounting["opa-sidecar"]["authz-socket"] == socket_dir
+    assert mounting["envoy"]["authz-socket"] == f"{socket_dir}:ro"  # a socket connects read-only
+    assert sidecar.unix_socket_mode & 0o007 == 0  # nobody outside the owner and group
+    options = dict(
+        option.split("=", 1) for option in compose["volumes"]["authz-socket"]["driver_opts"]["o"].split(",")
+    )
+    sidecar_user, _, sidecar_group = _dockerfile_user().partition(":")
+    assert options == {"uid": sidecar_user, "gid": sidecar_group, "mode": "0770"}
+    # Envoy is in the socket's group, not its owner.
+    assert services["envoy"]["group_add"] == [sidecar_group]
+    assert services["envoy"]["user"].partition(":")[0] != sidecar_user
+
+
+def _dockerfile_user() -> str:
+    [user] = re.findall(r"^USER (\S+)$", (REPO_ROOT / "Dockerfile").read_text(), re.MULTILINE)
+    return str(user)
+
+
 def test_compose_addresses_agree(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    envoy = EnvoyConfig.load((DEPLOY_DIR / "envoy" / "envoy-grpc-tcp.yaml").read_text())
+    envoy = EnvoyConfig.load(COMPOSE_ENVOY_CONFIG.read_text())
     sidecar = sidecar_settings(services["opa-sidecar"]["command"])
     assert str(sidecar.grpc_addr) == envoy.sidecar_address
     opa_command = services["opa"]["command"]
@@ -445,9 +483,33 @@ def test_pod_volumes_come_from_the_configmaps(
     assert "envoy.yaml" in manifests["ConfigMap/envoy-config"]["data"]
 
 
+def test_pod_sidecar_socket_is_shared_by_envoy_and_the_sidecar_alone(pod: dict[str, Any]) -> None:
+    sidecar = sidecar_settings(_container(pod, "opa-sidecar")["args"])
+    assert sidecar.grpc_addr.unix_path is not None
+    assert sidecar.unix_socket_mode & 0o007 == 0  # nobody outside the owner and group
+    [volume] = [v for v in pod["volumes"] if v["name"] == "authz-socket"]
+    assert set(volume) == {"name", "emptyDir"}  # the pod's own, gone with it
+    mounts = {
+        container["name"]: mount
+        for container in pod["containers"]
+        for mount in container.get("volumeMounts", [])
+        if mount["name"] == "authz-socket"
+    }
+    assert set(mounts) == {"envoy", "opa-sidecar"}  # never the app, nor OPA
+    socket_dir = str(Path(sidecar.grpc_addr.unix_path).parent)
+    assert {name: mount["mountPath"] for name, mount in mounts.items()} == dict.fromkeys(mounts, socket_dir)
+    assert mounts["envoy"].get("readOnly") is True and not mounts["opa-sidecar"].get("readOnly")
+    # fsGroup owns the volume, and so the socket the sidecar creates in it; Envoy
+    # reaches it as a member of that group, not as the socket's owner.
+    group = pod["securityContext"]["fsGroup"]
+    envoy, sidecar_context = (_container(pod, name)["securityContext"] for name in ("envoy", "opa-sidecar"))
+    assert isinstance(group, int) and group > 0
+    assert envoy["runAsUser"] != sidecar_context["runAsUser"]
+
+
 def test_configmap_envoy_config_validates(manifests: dict[str, dict[str, Any]]) -> None:
     text = manifests["ConfigMap/envoy-config"]["data"]["envoy.yaml"]
-    assert text == (DEPLOY_DIR / "envoy" / "envoy-grpc-tcp.yaml").read_text()
+    assert text == (DEPLOY_DIR / KUBERNETES_ENVOY_VARIANT).read_text()
     assert KUBERNETES_CONFIGMAPS in {str(p.relative_to(DEPLOY_DIR)) for p in generated_files()}
 
 
@@ -469,7 +531,7 @@ def test_pod_addresses_agree(pod: dict[str, Any], manifests: dict[str, dict[str,
 
     sidecar = sidecar_settings(_container(pod, "opa-sidecar")["args"])
     assert str(sidecar.grpc_addr) == envoy_config.sidecar_address
-    assert sidecar.grpc_addr.host == "127.0.0.1"  # Check is for Envoy alone
+    assert sidecar.grpc_addr.unix_path is not None  # Check is for Envoy alone: see below
     assert sidecar.http_addr.host == "127.0.0.1"  # HTTP checks are for the pod alone
     ports = {p["name"]: p["containerPort"] for p in _container(pod, "opa-sidecar")["ports"]}
     assert ports == {"sidecar-probe": sidecar.probe_addr.port}  # probes and metrics only
