@@ -213,7 +213,11 @@ def _policy(document: dict[str, Json]) -> list[Issue]:
 
 
 def _processor(processor: dict[str, Json], path: Pointer, fail_open: str) -> list[Issue]:
-    if processor.get("failureMode") != fail_open:
+    modes = {fail_open: True, fail_open.replace("Open", "Closed"): False}
+    value = processor.get("failureMode")
+    if "failureMode" in processor and not (isinstance(value, str) and value in modes):
+        return [_unread((*path, "failureMode"), value, " or ".join(modes))]
+    if value != fail_open:
         return []
     return [
         rules.MCP_GUARDRAILS_FAIL_OPEN.issue(
