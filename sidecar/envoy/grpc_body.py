@@ -21,6 +21,8 @@ cannot see them. A body cut by Envoy gets ``parsed_body: null`` as any other.
 from __future__ import annotations
 
 import contextlib
+import decimal
+import functools
 import math
 import os
 import re
@@ -31,9 +33,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
-from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import DecodeError, Message
-from google.protobuf.unknown_fields import UnknownFieldSet
 
 from sidecar.envoy.bad_request import BadRequest
 from sidecar.envoy.media_type import MediaType
@@ -50,6 +51,8 @@ _IDENTIFIER: Final = r"[A-Za-z_][A-Za-z0-9_]*"
 _METHOD_PATH: Final = re.compile(rf"/({_IDENTIFIER}(?:\.{_IDENTIFIER})*)/({_IDENTIFIER})")
 _ANY: Final = "google.protobuf.Any"
 _FLOAT_WRAPPER: Final = "google.protobuf.FloatValue"
+_FLOAT32_EXPONENT: Final = 0x7F800000
+_FLOAT32_MANTISSA: Final = 0x007FFFFF
 # Well-known types rendered in a JSON form of their own, holding no float32.
 _WELL_KNOWN_WITHOUT_FLOAT32: Final = frozenset(
     f"google.protobuf.{name}"
@@ -72,6 +75,11 @@ class _Method:
     input_class: type[Message]
     client_streaming: bool
     server_streaming: bool
+    # Whether the input type can hold, at some depth, an Any or an extension
+    # (looked for field by field) and float32 values (rewritten): most cannot,
+    # and those walks cost more than the decoding.
+    may_hold_any_or_extension: bool
+    may_hold_float32: bool
 
 
 class GrpcMethods:
@@ -100,10 +108,13 @@ class GrpcMethods:
             for service in file.service:
                 full_name = f"{file.package}.{service.name}" if file.package else service.name
                 for method in pool.FindServiceByName(full_name).methods:
+                    reachable = _reachable_types(method.input_type)
                     methods[f"/{full_name}/{method.name}"] = _Method(
                         message_factory.GetMessageClass(method.input_type),
                         method.client_streaming,
                         method.server_streaming,
+                        any(t.full_name == _ANY or t.extension_ranges for t in reachable),
+                        any(_is_float32(f) for t in reachable for f in t.fields),
                     )
         if not methods:
             raise ValueError("describes no service method")
@@ -134,7 +145,7 @@ class GrpcMethods:
             return None
         if end > len(data):
             raise BadRequest("gRPC message length is more than the body holds")
-        return self._render(method.input_class, data[_PREFIX_BYTES:])
+        return self._render(method, data[_PREFIX_BYTES:])
 
     def _method(self, path: str) -> _Method:
         if _METHOD_PATH.fullmatch(path) is None:
@@ -147,25 +158,42 @@ class GrpcMethods:
             raise BadRequest("gRPC method is streaming")
         return method
 
-    def _render(self, input_class: type[Message], payload: bytes) -> Any:
+    def _render(self, method: _Method, payload: bytes) -> Any:
         try:
-            message = input_class.FromString(payload)
+            message = method.input_class.FromString(payload)
         except DecodeError:
             # Also invalid UTF-8 in a string, and nesting past protobuf's limit.
             raise BadRequest("gRPC message does not decode as the method's input type") from None
-        _require_described(message)
+        size = message.ByteSize()
+        message.DiscardUnknownFields()  # at every depth
+        if message.ByteSize() != size:
+            raise BadRequest("gRPC message has fields the descriptor set does not describe")
+        if method.may_hold_any_or_extension:
+            _require_no_any_or_extension(message)
         try:
             rendered = json_format.MessageToDict(message, descriptor_pool=self._pool)
         except (ValueError, TypeError, UnicodeError):
             raise BadRequest("gRPC message cannot be rendered as JSON") from None
-        _float32_as_protojson(message, rendered)
+        if method.may_hold_float32:
+            _float32_as_protojson(message, rendered)
         return rendered
 
 
-def _require_described(message: Message) -> None:
-    """Refuses fields the descriptor set does not describe, at any depth."""
-    if len(UnknownFieldSet(message)):
-        raise BadRequest("gRPC message has fields the descriptor set does not describe")
+def _reachable_types(root: Descriptor) -> list[Descriptor]:
+    """Every message type a message of type ``root`` can hold, itself included."""
+    found = {root.full_name: root}
+    pending = [root]
+    while pending:
+        for field in pending.pop().fields:
+            entry = field.message_type
+            if entry is not None and entry.full_name not in found:
+                found[entry.full_name] = entry
+                pending.append(entry)
+    return list(found.values())
+
+
+def _require_no_any_or_extension(message: Message) -> None:
+    """Fields whose content the descriptor set does not fix: refused at any depth."""
     if message.DESCRIPTOR.full_name == _ANY:
         # Its type is resolved by name at run time, not from the descriptor set.
         raise BadRequest("gRPC message holds a google.protobuf.Any")
@@ -178,12 +206,12 @@ def _require_described(message: Message) -> None:
         if entry.GetOptions().map_entry:
             if entry.fields_by_name["value"].message_type is not None:
                 for item in value.values():
-                    _require_described(item)
+                    _require_no_any_or_extension(item)
         elif field.is_repeated:
             for item in value:
-                _require_described(item)
+                _require_no_any_or_extension(item)
         else:
-            _require_described(value)
+            _require_no_any_or_extension(value)
 
 
 def _float32_as_protojson(message: Message, rendered: dict[str, Any]) -> None:
@@ -229,15 +257,39 @@ def _holds_float32(field: FieldDescriptor) -> bool:
 
 
 def _shortest_float32(value: Any) -> Any:
-    if not isinstance(value, float) or not math.isfinite(value):
+    """What protojson writes for a float32: the fewest significant digits that
+    read back as the same float32, the nearest of them if two do. Python's
+    renderer, which starts at six digits, agrees except for subnormals (too few
+    digits to need six) and powers of two (whose lower neighbour is nearer than
+    the upper): only those are worked out again."""
+    if not isinstance(value, float) or not math.isfinite(value) or value == 0:
         return value  # NaN and the infinities are strings
     exact = _as_float32(value)
-    for digits in range(1, 10):
-        candidate = float(f"{value:.{digits}g}")
-        with contextlib.suppress(OverflowError):  # rounded up past the largest float32
+    bits = int.from_bytes(struct.pack("<f", exact), "little")
+    if bits & _FLOAT32_MANTISSA == 0:
+        return _shortest_power_of_two(exact)
+    if bits & _FLOAT32_EXPONENT == 0:
+        # A subnormal: its neighbours are equally far, so the nearest decimal
+        # of each length is the one to try.
+        for digits in range(1, 10):
+            candidate = float(f"{exact:.{digits - 1}e}")
             if _as_float32(candidate) == exact:
                 return candidate
     return value
+
+
+@functools.lru_cache(maxsize=512)  # there are 2 x 254 of them
+def _shortest_power_of_two(exact: float) -> float:
+    for digits in range(1, 10):
+        found = []
+        for rounding in (decimal.ROUND_FLOOR, decimal.ROUND_CEILING):
+            candidate = float(decimal.Context(prec=digits, rounding=rounding).plus(decimal.Decimal(exact)))
+            with contextlib.suppress(OverflowError):  # rounded up past the largest float32
+                if _as_float32(candidate) == exact:
+                    found.append(candidate)
+        if found:
+            return min(found, key=lambda candidate: abs(candidate - exact))
+    return exact
 
 
 def _as_float32(value: float) -> float:
