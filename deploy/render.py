@@ -212,6 +212,24 @@ def kubernetes_configmaps() -> str:
     )
 
 
+# deploy/kubernetes-http: deploy/kubernetes with Envoy asking the sidecar in ext_authz HTTP
+# mode, over the sidecar's unix socket for HTTP checks (its kustomization patches --http-addr).
+KUBERNETES_HTTP_CONFIGMAP = "kubernetes-http/envoy-config.yaml"
+KUBERNETES_HTTP_ENVOY_VARIANT = "envoy/envoy-http-unix.yaml"
+
+
+def kubernetes_http_envoy_configmap() -> str:
+    """The envoy-config ConfigMap deploy/kubernetes-http lays over deploy/kubernetes's."""
+    addresses = ENVOY_HTTP_VARIANTS[KUBERNETES_HTTP_ENVOY_VARIANT]
+    envoy = _generated_header("deploy/envoy/templates/envoy-http.yaml", addresses) + render_envoy(
+        addresses, ENVOY_HTTP_TEMPLATE
+    )
+    comment = "Envoy's bootstrap in ext_authz HTTP mode, the same as deploy/envoy/envoy-http-unix.yaml"
+    return _generated_header("deploy/envoy/templates/envoy-http.yaml") + _configmap(
+        "envoy-config", {"envoy.yaml": envoy}, comment
+    )
+
+
 def generated_files() -> dict[Path, str]:
     """Every committed file this module writes (wholly or in part), with the content it should have."""
     files = {
@@ -224,6 +242,7 @@ def generated_files() -> dict[Path, str]:
             "deploy/envoy/templates/envoy-http.yaml", addresses
         ) + render_envoy(addresses, ENVOY_HTTP_TEMPLATE)
     files[DEPLOY_DIR / KUBERNETES_CONFIGMAPS] = kubernetes_configmaps()
+    files[DEPLOY_DIR / KUBERNETES_HTTP_CONFIGMAP] = kubernetes_http_envoy_configmap()
     # Hand-written but for the list of policy files.
     files[DEPLOY_DIR / DEPLOYMENT] = with_policy_items((DEPLOY_DIR / DEPLOYMENT).read_text())
     return files
