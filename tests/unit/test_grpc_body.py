@@ -8,18 +8,23 @@ import os
 from pathlib import Path
 from typing import Any
 
+import hypothesis
+import hypothesis.strategies as st
 import orjson
 import pytest
 from google.protobuf import descriptor_pb2
 
-from sidecar.cli import main
-from sidecar.config import ConfigError
+from sidecar.cli import build_parser, main
+from sidecar.config import ConfigError, Settings, settings_from
 from sidecar.envoy.grpc_body import GrpcMethods
 from sidecar.envoy.input import BadRequest, build_input, opa_request_body
 from tests.fixtures.grpc_messages import Messages, frame, grpc_check, write_descriptor_set
-from tests.unit.test_config import settings
 
 LIMIT = 8192
+
+
+def settings(*argv: str, env: dict[str, str] | None = None) -> Settings:
+    return settings_from(build_parser().parse_args(["serve", *argv]), env or {})
 
 
 @pytest.fixture(scope="module")
@@ -318,3 +323,25 @@ def test_main_exits_2_naming_the_flag(tmp_path: Path, capsys: pytest.CaptureFixt
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert err.startswith("opa-sidecar: invalid --proto-descriptor")
+
+
+@hypothesis.settings(max_examples=400, deadline=None)
+@hypothesis.given(
+    payload=st.binary(max_size=64),
+    flag=st.sampled_from([0, 0, 0, 1, 2]),
+    extra=st.sampled_from([b"", b"\x00", b"\x00\x00\x00\x00\x01\x20"]),
+    path=st.sampled_from(["/shop.v1.Orders/Place", "/legacy.Notes/Post", "/shop.v1.Orders/Watch", "/x/y"]),
+    partial=st.booleans(),
+)
+def test_any_bytes_give_a_body_or_a_refusal(
+    methods: GrpcMethods, payload: bytes, flag: int, extra: bytes, path: str, partial: bool
+) -> None:
+    headers = {"x-envoy-auth-partial-body": "true"} if partial else {}
+    request = grpc_check(frame(payload, flag=flag) + extra, path=path, headers=headers)
+    try:
+        doc = build_input(request, grpc_methods=methods)
+    except BadRequest:
+        return
+    assert doc["truncated_body"] is partial
+    assert doc["parsed_body"] is None if partial else isinstance(doc["parsed_body"], dict)
+    orjson.loads(opa_request_body(doc))
