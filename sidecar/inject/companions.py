@@ -121,6 +121,8 @@ def mesh_config() -> dict[str, Any]:
     Envoy configuration sets ext_authz."""
     return {
         "meshConfig": {
+            # The policy and the workload read the same path: /a//b/%2F.. is normalised first.
+            "pathNormalization": {"normalization": "DECODE_AND_MERGE_SLASHES"},
             "extensionProviders": [
                 {
                     "name": PROVIDER,
@@ -138,6 +140,6 @@ def mesh_config() -> dict[str, Any]:
                         },
                     },
                 }
-            ]
+            ],
         }
     }

@@ -235,7 +235,9 @@ def test_istio_mode_writes_the_provider_the_policy_names(
     )
     [policy] = by_kind(documents, "AuthorizationPolicy")
     [entry] = by_kind(documents, "ServiceEntry")
-    [provider] = yaml.safe_load(mesh_file.read_text())["meshConfig"]["extensionProviders"]
+    mesh = yaml.safe_load(mesh_file.read_text())["meshConfig"]
+    assert mesh["pathNormalization"] == {"normalization": "DECODE_AND_MERGE_SLASHES"}
+    [provider] = mesh["extensionProviders"]
     assert policy["spec"]["provider"]["name"] == provider["name"]
     assert policy["spec"]["rules"] == [{}]
     assert policy["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/name": "orders"}
