@@ -111,7 +111,23 @@ class ManagedProcess:
         return StartError(f"{self.name} {why}\ncommand: {command}\n{self.all_logs()}")
 
 
-def _spawn(name: str, command: Sequence[str], workdir: Path, logs: Mapping[str, str]) -> ManagedProcess:
+@dataclass(frozen=True)
+class RunAs:
+    """Another user for a child process, as a container's runAsUser, runAsGroup and
+    supplementary groups (fsGroup); starting one needs root."""
+
+    uid: int
+    gid: int
+    groups: tuple[int, ...] = ()
+
+
+def _spawn(
+    name: str,
+    command: Sequence[str],
+    workdir: Path,
+    logs: Mapping[str, str],
+    run_as: RunAs | None = None,
+) -> ManagedProcess:
     """Start `command` with stderr into the file `logs["stderr"]` and stdout into `logs["stdout"]`
     (discarded if absent); the process's log names map to files in `workdir`."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -123,7 +139,10 @@ def _spawn(name: str, command: Sequence[str], workdir: Path, logs: Mapping[str, 
     with contextlib.ExitStack() as files:
         stderr = files.enter_context(paths["stderr"].open("wb"))
         stdout = files.enter_context(paths["stdout"].open("wb")) if "stdout" in paths else subprocess.DEVNULL
-        process = subprocess.Popen(command, stdout=stdout, stderr=stderr, cwd=REPO_ROOT, env=env)
+        user: dict[str, Any] = {}
+        if run_as is not None:
+            user = {"user": run_as.uid, "group": run_as.gid, "extra_groups": list(run_as.groups)}
+        process = subprocess.Popen(command, stdout=stdout, stderr=stderr, cwd=REPO_ROOT, env=env, **user)
     return ManagedProcess(name, process, paths)
 
 
@@ -250,8 +269,11 @@ class EnvoyProcess(ManagedProcess):
         return [json.loads(line) for line in self.log("stdout").splitlines() if line.strip()]
 
 
-def start_envoy(config_yaml: str, workdir: Path, *, timeout: float = START_TIMEOUT) -> EnvoyProcess:
-    """Envoy with this bootstrap (rendered with `local_addresses`); returns once /ready says LIVE."""
+def start_envoy(
+    config_yaml: str, workdir: Path, *, timeout: float = START_TIMEOUT, run_as: RunAs | None = None
+) -> EnvoyProcess:
+    """Envoy with this bootstrap (rendered with `local_addresses`); returns once /ready says LIVE.
+    With `run_as`, `workdir` must be writable by that user, and `envoy_binary()` executable."""
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "envoy.yaml"
     config.write_text(config_yaml)
@@ -270,7 +292,7 @@ def start_envoy(config_yaml: str, workdir: Path, *, timeout: float = START_TIMEO
     ]  # fmt: skip
     # Envoy's own log goes to --log-path; its stdout carries the access log only.
     logs = {"stderr": "envoy.stderr", "log": "envoy.log", "stdout": "envoy.access.log"}
-    proc = _spawn("envoy", command, workdir, logs)
+    proc = _spawn("envoy", command, workdir, logs, run_as)
     envoy = EnvoyProcess(proc.name, proc.process, proc.logs)
 
     def admin_port() -> int | None:
