@@ -47,7 +47,7 @@ def _load(sources: Sequence[Source]) -> tuple[list[Any], list[_Entry]]:
     entries: list[_Entry] = []
     for source in sources:
         try:
-            loaded = [d for d in yaml.safe_load_all(source.text) if d is not None]
+            loaded = [d for d in yaml.load_all(source.text, Loader=_Loader) if d is not None]
         except yaml.YAMLError as exc:
             raise InjectError(f"{source.label}: not YAML: {exc}".replace("\n", " ")) from None
         for index, document in enumerate(loaded, start=1):
@@ -125,11 +125,16 @@ def _companions(
             yield companions.service_entry(namespace)
 
 
-class _Dumper(yaml.SafeDumper):
+# libyaml's parser and emitter when PyYAML was built with it: several times faster.
+_Loader: type[yaml.CSafeLoader | yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_BaseDumper: type[yaml.CSafeDumper | yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+class _Dumper(_BaseDumper):  # type: ignore[valid-type,misc]
     """Multi-line strings (an Envoy configuration in a ConfigMap) as literal blocks."""
 
 
-def _string(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+def _string(dumper: yaml.representer.SafeRepresenter, value: str) -> yaml.Node:
     style = "|" if "\n" in value else None
     return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
 
