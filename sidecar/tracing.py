@@ -96,7 +96,11 @@ class OpaCall:
         self.status = 0  # OPA's HTTP status, once it answered
         self._span: otel.Span | None = None
         context = check.caller
-        if _spans is not None and check.span is not None:
+        if check.span is not None and not check.span.is_recording():
+            # Sampled out: OPA is told the check's span (and that it is not sampled),
+            # with no second span made for nothing.
+            context = _as_context(check.span)
+        elif _spans is not None and check.span is not None:
             self._span = _spans.tracer.start_span(
                 "POST /v1/data",
                 otel.set_span_in_context(check.span, Context()),
@@ -268,14 +272,13 @@ def _exporter(env: Mapping[str, str]) -> SpanExporter:
     )
 
 
-def configure(
-    decision_path: str, dropped: Callable[[int], None], env: Mapping[str, str] | None = None
-) -> bool:
-    """Turn span export on or off from the OTEL_* variables (each --workers
-    process exports its own). Raises ConfigError for a value it cannot use."""
+def configure(decision_path: str, dropped: Callable[[int], None]) -> bool:
+    """Turn span export on or off from the OTEL_* variables of the environment
+    (the SDK and the exporters read theirs there too; each --workers process
+    exports its own). Raises ConfigError for a value it cannot use."""
     global _spans
     shutdown()
-    env = os.environ if env is None else env
+    env = os.environ
     if not export_wanted(env):
         return False
     processor = BoundedSpanExport(
