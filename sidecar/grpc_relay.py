@@ -1,6 +1,6 @@
 """--workers: a worker takes gRPC connections from the listening socket its parent
 bound and relays each, byte for byte, to its own gRPC server on a private
-abstract unix socket.
+unix socket in a private directory.
 
 gRPC can only serve a socket it bound itself, and sharing a bound port between
 processes would need SO_REUSEPORT, which any process of the same user can join.
@@ -12,20 +12,26 @@ configured, passes through untouched and ends at the gRPC server.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import os
-import secrets
+import shutil
 import socket
+import tempfile
 from typing import cast
 
 log = logging.getLogger("sidecar.relay")
 
 
 def private_grpc_address() -> tuple[str, str]:
-    """(gRPC's address, the socket name to connect to) of a fresh abstract unix
-    socket: unguessable, and no other process can bind a name while it is bound."""
-    name = f"opa-sidecar-{os.getpid()}-{secrets.token_hex(8)}"
-    return f"unix-abstract:{name}", f"\0{name}"
+    """(gRPC's address, the socket path to connect to) of a fresh unix socket in a
+    directory only this user can enter (0700). Not an abstract socket: those are
+    listed in /proc/net/unix to every process in the network namespace and take
+    no file mode, so anyone could reach the worker's gRPC server directly."""
+    directory = tempfile.mkdtemp(prefix="opa-sidecar-")
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    path = os.path.join(directory, "grpc.sock")
+    return f"unix://{path}", path
 
 
 class _Half(asyncio.Protocol):
@@ -98,7 +104,7 @@ class GrpcRelay:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.setblocking(False)
         try:
-            # Connected here: uvloop takes no abstract socket name as a path.
+            # Connected here, then handed to the loop as a connected socket.
             await loop.sock_connect(sock, self._grpc_socket_name)
             _, outbound = await loop.create_unix_connection(_Half, sock=sock)
         except OSError as exc:
