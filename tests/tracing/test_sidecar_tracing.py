@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 
 from sidecar import tracing
+from sidecar.config import ConfigError
 from tests.check_requests import check_request
 from tests.fault_opa import Behaviour, FaultOpa
 from tests.fixtures.sidecar import SidecarHandle, running_sidecar
@@ -143,3 +144,37 @@ async def test_an_exporter_in_trouble_never_holds_or_changes_a_check(
         assert len(handle.decisions()) == 60
     # The exporter waits whole seconds; a check that waited for it would show it.
     assert max(seconds) < 0.5, sorted(seconds)[-5:]
+
+
+@pytest.mark.parametrize(
+    ("env", "on"),
+    [
+        ({}, False),
+        ({"OTEL_SERVICE_NAME": "authz"}, False),  # tunes, does not turn on
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}, True),
+        ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://collector:4318/v1/traces"}, True),
+        ({"OTEL_TRACES_EXPORTER": "otlp"}, True),
+        ({"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"}, False),
+        ({"OTEL_SDK_DISABLED": "true", "OTEL_TRACES_EXPORTER": "otlp"}, False),
+    ],
+)
+def test_which_variables_turn_export_on(env: dict[str, str], on: bool) -> None:
+    assert tracing.export_wanted(env) is on
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("OTEL_TRACES_EXPORTER", "zipkin"),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+        ("OTEL_BSP_MAX_QUEUE_SIZE", "lots"),
+        ("OTEL_BSP_MAX_QUEUE_SIZE", "0"),
+    ],
+)
+def test_a_value_it_cannot_use_stops_the_start(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=name):
+        tracing.configure("envoy/authz/allow", lambda _n: None)
