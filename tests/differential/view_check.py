@@ -199,6 +199,8 @@ def application_kinds(up: UpstreamRecord) -> set[str]:
 def _compare_parsed_body(parsed: Any, up: UpstreamRecord, out: list[str]) -> None:
     kinds = {name: up.parsers[name].kind for name in _DOMAINS}
     claimed = application_kinds(up)
+    if not up.body and parsed is None:
+        return  # an empty body is no body: no parser can read it otherwise than the policy
     for kind in claimed:
         silent = [name for name, domain in _DOMAINS.items() if kind in domain and kinds[name] != kind]
         if silent:
@@ -206,8 +208,8 @@ def _compare_parsed_body(parsed: Any, up: UpstreamRecord, out: list[str]) -> Non
                 f"media type: {[n for n, k in kinds.items() if k == kind]} parse the body as {kind}, "
                 f"{silent} do not (content-type {up.header_values('content-type')!r})"
             )
-    if len(claimed) != 1 or (not up.body and parsed is None):
-        return  # an empty body is no body: nothing to parse on either side
+    if len(claimed) != 1:
+        return
     [kind] = claimed
     names = [name for name in _DOMAINS if kinds[name] == kind] + list(_STDLIB_FOR[kind])
     for name in names:
