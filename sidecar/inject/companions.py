@@ -61,15 +61,23 @@ def retarget_service(service: dict[str, Any], workload: Workload, injected: Inje
     app_port = injected.app_port
     if app_port is None or injected.envoy_port_name is None:
         return False
-    spec = service.get("spec") or {}
+    spec, metadata = service.get("spec"), service.get("metadata")
+    if (
+        not isinstance(spec, dict)
+        or not isinstance(metadata, dict)
+        or not isinstance(spec.get("ports"), list)
+    ):
+        return False  # not a Service Kubernetes would take: passed through as it is
     selector = spec.get("selector")
     labels = (workload.template.get("metadata") or {}).get("labels") or {}
-    if service.get("metadata", {}).get("namespace") != workload.namespace or not isinstance(selector, dict):
+    if metadata.get("namespace") != workload.namespace or not isinstance(selector, dict):
         return False
     if not selector or any(labels.get(k) != v for k, v in selector.items()):
         return False
     changed = False
-    for port in spec.get("ports") or []:
+    for port in spec["ports"]:
+        if not isinstance(port, dict):
+            continue
         target = port.get("targetPort", port.get("port"))
         targets_app = target in (app_port.number, str(app_port.number)) or (
             app_port.name is not None and target == app_port.name

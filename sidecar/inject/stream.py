@@ -32,13 +32,22 @@ class _Entry:
     document: dict[str, Any]
 
 
+def _metadata(document: dict[str, Any]) -> dict[str, Any]:
+    metadata = document.get("metadata")
+    return metadata if isinstance(metadata, dict) else {}
+
+
 def _key(document: dict[str, Any]) -> tuple[str, str | None, str]:
-    metadata = document.get("metadata") or {}
-    return (str(document.get("kind")), metadata.get("namespace"), str(metadata.get("name")))
+    namespace = _metadata(document).get("namespace")
+    return (
+        str(document.get("kind")),
+        namespace if isinstance(namespace, str) else None,
+        str(_metadata(document).get("name")),
+    )
 
 
 def _describe(document: dict[str, Any]) -> str:
-    name = (document.get("metadata") or {}).get("name")
+    name = _metadata(document).get("name")
     return f"{document.get('kind', 'no kind')}/{name}" if name else str(document.get("kind", "no kind"))
 
 
@@ -81,7 +90,10 @@ def inject(sources: Sequence[Source], options: InjectOptions) -> list[dict[str, 
         ),
         None,
     )
-    policy_keys = sorted((policy.get("data") or {}) | (policy.get("binaryData") or {})) if policy else None
+    policy_keys = None
+    if policy is not None:
+        data = [policy.get(field) for field in ("data", "binaryData")]
+        policy_keys = sorted(str(key) for part in data if isinstance(part, dict) for key in part)
     problems: list[str] = []
     injected: list[tuple[Workload, Injected]] = []
     for entry in entries:

@@ -46,8 +46,12 @@ class Workload:
 
     @property
     def annotations(self) -> dict[str, Any]:
-        metadata = self.template.setdefault("metadata", {})
-        annotations: dict[str, Any] = metadata.setdefault("annotations", {})
+        if self.template.get("metadata") is None:
+            self.template["metadata"] = {}
+        metadata = self.template["metadata"]
+        if metadata.get("annotations") is None:
+            metadata["annotations"] = {}
+        annotations: dict[str, Any] = metadata["annotations"]
         return annotations
 
     def pod_labels(self) -> dict[str, str]:
@@ -77,4 +81,7 @@ def workload_of(document: dict[str, Any]) -> Workload | None:
         raise RefusedError(f"it has no pod template at {'.'.join((*path, 'spec'))}")
     if not isinstance(template["spec"].get("containers"), list) or not template["spec"]["containers"]:
         raise RefusedError("its pod has no containers")
+    from sidecar.inject.shape import check_workload  # shape refuses with this module's error
+
+    check_workload(document, template, ".".join(path))
     return Workload(document, template)
