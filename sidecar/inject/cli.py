@@ -87,7 +87,10 @@ def _options(args: argparse.Namespace) -> InjectOptions:
 
 def _sources(files: list[str]) -> list[Source]:
     if not files or files == ["-"]:
-        return [Source("stdin", sys.stdin.read())]
+        try:
+            return [Source("stdin", sys.stdin.buffer.read().decode("utf-8"))]
+        except UnicodeDecodeError as exc:
+            raise InjectError(f"stdin: not UTF-8: {exc}") from None
     sources = []
     for name in files:
         try:

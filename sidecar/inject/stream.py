@@ -51,6 +51,23 @@ def _describe(document: dict[str, Any]) -> str:
     return f"{document.get('kind', 'no kind')}/{name}" if name else str(document.get("kind", "no kind"))
 
 
+MAX_NODES = 1_000_000  # per source, after YAML aliases are expanded
+
+
+def _unshared(node: Any, budget: list[int]) -> Any:
+    """A copy in which no mapping or list appears twice: a YAML alias becomes its own copy,
+    so injecting one workload never changes another that shared its template. Counted, so
+    nested aliases that would expand without bound are refused."""
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise InjectError(f"more than {MAX_NODES} values once its YAML aliases are expanded")
+    if isinstance(node, dict):
+        return {key: _unshared(value, budget) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_unshared(value, budget) for value in node]
+    return node
+
+
 def _load(sources: Sequence[Source]) -> tuple[list[Any], list[_Entry]]:
     documents: list[Any] = []
     entries: list[_Entry] = []
@@ -59,6 +76,10 @@ def _load(sources: Sequence[Source]) -> tuple[list[Any], list[_Entry]]:
             loaded = [d for d in yaml.load_all(source.text, Loader=_Loader) if d is not None]
         except yaml.YAMLError as exc:
             raise InjectError(f"{source.label}: not YAML: {exc}".replace("\n", " ")) from None
+        try:
+            loaded = _unshared(loaded, [MAX_NODES])
+        except InjectError as exc:
+            raise InjectError(f"{source.label}: {exc}") from None
         for index, document in enumerate(loaded, start=1):
             label = f"{source.label}: document {index}"
             if not isinstance(document, dict):

@@ -16,12 +16,14 @@ from sidecar.cli import main
 def run_inject(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
-    documents: list[dict[str, Any]] | str,
+    documents: list[dict[str, Any]] | str | bytes,
     *flags: str,
 ) -> tuple[int, str, str]:
     """Exit status, stdout and stderr of `opa-sidecar inject FLAGS` fed the documents on stdin."""
-    text = documents if isinstance(documents, str) else yaml.safe_dump_all(documents, sort_keys=False)
-    monkeypatch.setattr(sys, "stdin", io.StringIO(text))
+    if isinstance(documents, list):
+        documents = yaml.safe_dump_all(documents, sort_keys=False)
+    raw = documents.encode() if isinstance(documents, str) else documents
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8"))
     status = main(["inject", *flags])
     captured = capsys.readouterr()
     return status, captured.out, captured.err

@@ -270,3 +270,43 @@ def test_files_are_read_in_order(
     assert by_kind(documents, "Service")[0]["spec"]["ports"][0]["targetPort"] == "http"
     assert main(["inject", str(tmp_path / "missing.yaml")]) == 2
     assert "missing.yaml: cannot read" in capsys.readouterr().err
+
+
+def test_workloads_sharing_a_template_through_a_yaml_alias_each_get_their_own(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # YAML aliases reach within one document: here, a List.
+    text = """
+apiVersion: v1
+kind: List
+items:
+- apiVersion: apps/v1
+  kind: Deployment
+  metadata: {name: blue}
+  spec:
+    selector: {matchLabels: {app: shop}}
+    template: &pod
+      metadata: {labels: {app: shop}}
+      spec:
+        containers:
+        - {name: app, image: "ghcr.io/example/shop:1.0", ports: [{name: http, containerPort: 8080}]}
+- apiVersion: apps/v1
+  kind: Deployment
+  metadata: {name: green}
+  spec:
+    selector: {matchLabels: {app: shop}}
+    template: *pod
+"""
+    status, out, err = run_inject(monkeypatch, capsys, text)
+    assert status == 0, err
+    documents = load(out)
+    volumes = [
+        next(
+            v["configMap"]["name"]
+            for v in pod_spec_of(d)["volumes"]
+            if v["name"] == "opa-sidecar-envoy-config"
+        )
+        for d in by_kind(documents, "Deployment")
+    ]
+    assert volumes == ["blue-opa-sidecar-envoy", "green-opa-sidecar-envoy"]
+    assert [d["metadata"]["name"] for d in by_kind(documents, "ConfigMap")] == volumes

@@ -166,10 +166,19 @@ def test_a_marked_pod_missing_its_containers_is_refused(
         ("kind: [unclosed", "stdin: not YAML"),
         ("- just\n- a list\n", "stdin: document 1: not a Kubernetes object"),
         ("apiVersion: v1\nkind: List\nitems: 3\n", "its items are not a list of objects"),
+        (b"kind: Pod\nmetadata: {name: \xff}\n", "stdin: not UTF-8"),
+        (
+            "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+            + "".join(
+                f"{n}: &{n} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
+                for p, n in zip("abcde", "bcdef", strict=True)
+            ),
+            "stdin: more than 1000000 values once its YAML aliases are expanded",
+        ),
     ],
 )
 def test_input_that_is_not_kubernetes_yaml_is_refused(
-    text: str, complaint: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    text: str | bytes, complaint: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     status, out, err = run_inject(monkeypatch, capsys, text)
     assert (status, out) == (2, "")
