@@ -117,8 +117,8 @@ def service_entry(namespace: str | None) -> dict[str, Any]:
             "hosts": [PROVIDER_HOST],
             "endpoints": [{"address": "127.0.0.1"}],
             "ports": [{"name": "grpc", "number": 9191, "protocol": "GRPC"}],
+            # Plain gRPC over the pod's loopback: no mutual TLS to a peer that is not a proxy.
             "resolution": "STATIC",
-            "location": "MESH_INTERNAL",
             "exportTo": ["."],
         },
     }
