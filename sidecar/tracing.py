@@ -288,7 +288,8 @@ def configure(decision_path: str, dropped: Callable[[int], None]) -> bool:
         max_batch=_int_setting(env, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512),
         delay_seconds=_int_setting(env, "OTEL_BSP_SCHEDULE_DELAY", 5000) / 1000,
     )
-    resource = Resource.create()
+    # process.pid tells the --workers processes apart; OTEL_RESOURCE_ATTRIBUTES may set it too.
+    resource = Resource({"process.pid": os.getpid()}).merge(Resource.create())
     if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
         resource = resource.merge(Resource({SERVICE_NAME: "opa-sidecar"}))
     provider = TracerProvider(resource=resource)  # the sampler comes from OTEL_TRACES_SAMPLER(_ARG)

@@ -27,6 +27,7 @@ class ReceivedSpan:
     parent_span_id: str
     attributes: dict[str, Any]
     status_code: int  # 0 unset, 1 ok, 2 error
+    resource: dict[str, Any] = field(default_factory=dict)
 
 
 def _value(value: AnyValue) -> Any:
@@ -68,6 +69,7 @@ class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
                             parent_span_id=span.parent_span_id.hex(),
                             attributes={a.key: _value(a.value) for a in span.attributes},
                             status_code=span.status.code,
+                            resource=resource,
                         )
                     )
         with self._lock:

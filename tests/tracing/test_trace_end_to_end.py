@@ -10,14 +10,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 import yaml
 
 from deploy.echo_upstream import EchoUpstream
-from deploy.local_stack import local_addresses, start_envoy, start_sidecar
+from deploy.local_stack import free_port, local_addresses, start_envoy, start_sidecar
 from deploy.render import render_envoy
+from tests.check_requests import check_request
 from tests.e2e.conftest import E2E_POLICIES
 from tests.e2e.stack import wait_for
+from tests.fault_opa import FaultOpa
 from tests.fixtures.opa import opa_binary, start_opa
 from tests.tracing.otlp_receiver import OtlpReceiver, ReceivedSpan
 
@@ -164,3 +167,32 @@ def test_policy_deny_is_not_an_error_span(monkeypatch: pytest.MonkeyPatch, otlp:
     assert check.attributes["opa_sidecar.outcome"] == "deny"
     assert check.attributes["opa_sidecar.deny_reason"] == "policy_denied"
     assert check.status_code != 2
+
+
+def test_each_worker_exports_its_own_spans(
+    monkeypatch: pytest.MonkeyPatch, fault_opa: FaultOpa, otlp: OtlpReceiver
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", f"http://{otlp.address}")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc")
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
+    workdir = Path(tempfile.mkdtemp(prefix="trace-"))
+    tcp = ["--http-addr", f"127.0.0.1:{free_port()}", "--probe-addr", f"127.0.0.1:{free_port()}"]
+    sidecar = start_sidecar(fault_opa.url, workdir, extra_args=[*tcp, "--workers", "2"])
+    try:
+        # A connection is served by one worker: new connections until both have exported.
+        def from_both() -> set[Any] | None:
+            with grpc.insecure_channel(sidecar.grpc_addr) as channel:
+                call = channel.unary_unary(
+                    "/envoy.service.auth.v3.Authorization/Check",
+                    request_serializer=None,
+                    response_deserializer=None,
+                )
+                assert call(check_request().SerializeToString(), timeout=2)
+            pids = {s.resource.get("process.pid") for s in otlp.spans if s.service == "opa-sidecar"}
+            return pids if len(pids) == 2 else None
+
+        pids = wait_for(from_both, timeout=20.0)
+    finally:
+        sidecar.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    assert sidecar.process.pid not in pids  # the workers export, not their parent
