@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,9 @@ import grpc
 import pytest
 
 from sidecar._proto.envoy.service.auth.v3.external_auth_pb2_grpc import AuthorizationStub
+from sidecar.config import ConfigError
+from sidecar.tls import load_listener_material
+from sidecar.tls_reload import MaterialError
 from tests.check_requests import check_request
 from tests.fault_opa import FaultOpa
 from tests.fixtures.sidecar import SidecarHandle, running_sidecar
@@ -32,6 +36,8 @@ from tests.operations.tls_files import (
 )
 from tests.tls.certs import CertPair, Pki, make_pki
 
+# A busy shared machine, not a rotation, must not turn a check into opa_timeout.
+_OPA_TIMEOUT = 1.0
 # A channel of its own per check: gRPC would otherwise share one connection.
 _NEW_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
 
@@ -125,7 +131,10 @@ async def test_metrics_exist_at_zero_before_any_rotation(
 ) -> None:
     keys = KeyDir(tmp_path / "keys", _server_files(pki.server))
     async with running_sidecar(
-        fault_opa.url, grpc_tls_cert=keys.path("tls.crt"), grpc_tls_key=keys.path("tls.key")
+        fault_opa.url,
+        opa_timeout=_OPA_TIMEOUT,
+        grpc_tls_cert=keys.path("tls.crt"),
+        grpc_tls_key=keys.path("tls.key"),
     ) as handle:
         expo = handle.sidecar.metrics.exposition()
     for material in ("grpc_listener", "opa_client"):
@@ -139,7 +148,10 @@ async def test_certificate_and_key_swapped_together_are_served_without_a_failed_
 ) -> None:
     keys = KeyDir(tmp_path / "keys", _server_files(pki.server))
     async with running_sidecar(
-        fault_opa.url, grpc_tls_cert=keys.path("tls.crt"), grpc_tls_key=keys.path("tls.key")
+        fault_opa.url,
+        opa_timeout=_OPA_TIMEOUT,
+        grpc_tls_cert=keys.path("tls.crt"),
+        grpc_tls_key=keys.path("tls.key"),
     ) as handle:
         assert await _presents(handle, trusted) == der(pki.server.cert)
         async with under_load(Load(f"127.0.0.1:{handle.sidecar.grpc_port}", trusted)) as load:
@@ -170,7 +182,10 @@ async def test_a_half_written_file_keeps_the_old_pair_until_the_write_completes(
     new = _server_files(next_pki.server)
     caplog.set_level(logging.INFO, logger="sidecar.tls_reload")
     async with running_sidecar(
-        fault_opa.url, grpc_tls_cert=keys.path("tls.crt"), grpc_tls_key=keys.path("tls.key")
+        fault_opa.url,
+        opa_timeout=_OPA_TIMEOUT,
+        grpc_tls_cert=keys.path("tls.crt"),
+        grpc_tls_key=keys.path("tls.key"),
     ) as handle:
         async with under_load(Load(f"127.0.0.1:{handle.sidecar.grpc_port}", trusted)) as load:
             write_half(keys.path(half), new[half])
@@ -200,6 +215,7 @@ async def test_client_ca_rotation_refuses_the_old_issuer_on_new_connections(
     both = bundle(tmp_path / "both-cas.pem", pki.ca, next_pki.ca)
     async with running_sidecar(
         fault_opa.url,
+        opa_timeout=_OPA_TIMEOUT,
         grpc_tls_cert=keys.path("tls.crt"),
         grpc_tls_key=keys.path("tls.key"),
         grpc_client_ca=keys.path("ca.crt"),
@@ -235,6 +251,7 @@ async def test_a_broken_client_ca_keeps_the_old_one(
     keys = KeyDir(tmp_path / "keys", {**_server_files(pki.server), "ca.crt": pki.ca})
     async with running_sidecar(
         fault_opa.url,
+        opa_timeout=_OPA_TIMEOUT,
         grpc_tls_cert=keys.path("tls.crt"),
         grpc_tls_key=keys.path("tls.key"),
         grpc_client_ca=keys.path("ca.crt"),
@@ -248,3 +265,49 @@ async def test_a_broken_client_ca_keeps_the_old_one(
             await wait_until(lambda: len(load.outcomes) >= before + 20)
         assert _flagged(handle) == 1
     assert load.failures() == []  # new connections with the old CA's certificate still accepted
+
+
+@pytest.mark.parametrize(
+    ("spoil", "flag", "why"),
+    [
+        ("half_cert", "--grpc-tls-cert", "not complete PEM certificates"),
+        ("half_key", "--grpc-tls-key", "not a complete PEM private key"),
+        ("other_key", "--grpc-tls-key", "does not match --grpc-tls-cert"),
+        ("empty_ca", "--grpc-client-ca", "empty"),
+        ("fifo_key", "--grpc-tls-key", "not a regular file"),
+        ("missing_ca", "--grpc-client-ca", "cannot read"),
+    ],
+)
+def test_each_bad_file_is_named_with_what_is_wrong(
+    pki: Pki, next_pki: Pki, tmp_path: Path, spoil: str, flag: str, why: str
+) -> None:
+    cert, key, ca = tmp_path / "tls.crt", tmp_path / "tls.key", tmp_path / "ca.crt"
+    write_in_place(cert, pki.server.cert)
+    write_in_place(key, pki.server.key)
+    write_in_place(ca, pki.ca)
+    bad = {"cert": cert, "key": key, "ca": ca}[spoil.split("_")[1]]
+    if spoil.startswith("half"):
+        write_half(bad, pki.server.cert if bad == cert else pki.server.key)
+    elif spoil == "other_key":
+        write_in_place(key, next_pki.server.key)
+    elif spoil == "empty_ca":
+        ca.write_bytes(b"\n")
+    elif spoil == "fifo_key":
+        key.unlink()
+        os.mkfifo(key)  # no writer: a blocking open would wait forever
+    else:
+        ca.unlink()
+    with pytest.raises(MaterialError) as caught:
+        load_listener_material(str(cert), str(key), str(ca))
+    assert str(caught.value).startswith(f"{flag} {bad}: ")
+    assert why in str(caught.value)
+    assert "BEGIN" not in str(caught.value)  # never the file's content
+
+
+async def test_a_bad_file_at_start_stops_the_start(fault_opa: FaultOpa, pki: Pki, tmp_path: Path) -> None:
+    write_half(tmp_path / "tls.key", pki.server.key)
+    with pytest.raises(ConfigError, match=f"--grpc-tls-key {tmp_path / 'tls.key'}: "):
+        async with running_sidecar(
+            fault_opa.url, grpc_tls_cert=str(pki.server.cert), grpc_tls_key=str(tmp_path / "tls.key")
+        ):
+            pass

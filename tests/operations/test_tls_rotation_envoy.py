@@ -11,7 +11,7 @@ import http.client
 import string
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,8 +54,8 @@ class TrafficThroughEnvoy:
             time.sleep(0.005)
         conn.close()
 
-    @contextlib.contextmanager
-    def running(self) -> Iterator[None]:
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
         threads = [
             threading.Thread(target=self._client, args=(name,)) for name in LISTENERS for _ in range(2)
         ]
@@ -65,8 +65,9 @@ class TrafficThroughEnvoy:
             yield
         finally:
             self._stop.set()
+            # Joined off the loop: the sidecar on this loop answers the last checks meanwhile.
             for thread in threads:
-                thread.join(10)
+                await asyncio.to_thread(thread.join, 10)
 
     def statuses(self, listener: str, since: float = 0.0, until: float = float("inf")) -> list[int]:
         return [s for t, name, s in self.seen if name == listener and since <= t < until]
@@ -94,6 +95,7 @@ async def test_envoy_keeps_working_across_a_rotation_and_is_refused_after_a_ca_r
     trusted = bundle(tmp_path / "trusted.pem", pki.ca, next_pki.ca)
     async with running_sidecar(
         fault_opa.url,
+        opa_timeout=1.0,  # within Envoy's 2 s; a busy machine, not a rotation, must not deny
         grpc_tls_cert=keys.path("tls.crt"),
         grpc_tls_key=keys.path("tls.key"),
         grpc_client_ca=keys.path("ca.crt"),
@@ -106,7 +108,7 @@ async def test_envoy_keeps_working_across_a_rotation_and_is_refused_after_a_ca_r
 
         with running_envoy(_config(pki, trusted, port), tmp_path) as envoy:
             traffic = TrafficThroughEnvoy(envoy.listener_ports())
-            with traffic.running():
+            async with traffic.running():
                 await traffic.more()
                 handshakes = _counter(envoy, "cluster.sidecar_fresh.ssl.handshake")
 
