@@ -171,8 +171,12 @@ class SidecarProcess(ManagedProcess):
     probe_addr: str = ""  # /healthz, /readyz, /metrics
 
     def decisions(self) -> list[dict[str, Any]]:
-        """The decision log so far (stdout, one JSON object a line)."""
-        return [json.loads(line) for line in self.log("stdout").splitlines() if line.strip()]
+        """The decision log so far (stdout, one JSON object a line). A line still
+        being written (the log's writer thread writes a long line in pieces) is
+        left for the next read."""
+        text = self.log("stdout")
+        complete = text[: text.rfind("\n") + 1]
+        return [json.loads(line) for line in complete.splitlines() if line.strip()]
 
 
 def free_port() -> int:

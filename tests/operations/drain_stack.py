@@ -62,7 +62,8 @@ class DrainStack:
 
     def decisions(self) -> list[dict[str, Any]]:
         text = (self.workdir / "decisions.jsonl").read_bytes()
-        return [orjson.loads(line) for line in text.splitlines() if line.strip()]
+        complete = text[: text.rfind(b"\n") + 1]  # a line still being written waits
+        return [orjson.loads(line) for line in complete.splitlines() if line.strip()]
 
     def stderr(self) -> str:
         return (self.workdir / "sidecar.stderr").read_text(errors="replace")

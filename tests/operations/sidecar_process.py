@@ -79,7 +79,10 @@ class SidecarProcess:
         return self.stderr_path.read_text(errors="replace")
 
     def decisions(self) -> list[dict[str, Any]]:
-        return [orjson.loads(line) for line in self.stdout().splitlines() if line.strip()]
+        # A line still being written (a long one goes out in pieces) waits for the next read.
+        text = self.stdout()
+        complete = text[: text.rfind("\n") + 1]
+        return [orjson.loads(line) for line in complete.splitlines() if line.strip()]
 
     def signal(self, sig: signal.Signals = signal.SIGTERM) -> None:
         self.process.send_signal(sig)
