@@ -11,7 +11,6 @@ import argparse
 import math
 import os
 import re
-import stat
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +25,7 @@ from sidecar.deny_memory_options import (
     parse_window,
 )
 from sidecar.envoy.grpc_body import GrpcMethods
+from sidecar.regular_file import FileRefused, check_regular_file
 from sidecar.signals import JsonPointer, parse_pointers
 from sidecar.verdict import DenyReason
 
@@ -257,14 +257,9 @@ def regular_file(raw: str) -> str | None:
     if not raw:
         return None
     try:
-        fd = os.open(raw, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
-    except OSError as exc:
-        raise ValueError(f"cannot read it: {exc.strerror or exc}") from None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ValueError("is not a regular file")
-    finally:
-        os.close(fd)
+        check_regular_file(raw)
+    except FileRefused as refused:
+        raise ValueError(str(refused)) from None
     return raw
 
 

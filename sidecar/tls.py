@@ -11,15 +11,14 @@ gRPC or a handshake.
 
 from __future__ import annotations
 
-import os
 import ssl
-import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
 
 from sidecar.config import ConfigError, Settings
+from sidecar.regular_file import FileRefused, read_regular_file
 from sidecar.tls_reload import MaterialError, ReloadReport, WatchedMaterial
 
 MAX_PEM_BYTES = 1 << 20  # far above any certificate chain or bundle in use
@@ -33,21 +32,9 @@ def _read_pem(flag: str, path: str) -> str:
     """The file's text: a regular file (a FIFO could block the reader forever)
     of at most MAX_PEM_BYTES of ASCII."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
-    except OSError as exc:
-        raise MaterialError(f"{flag} {path}: cannot read ({exc.strerror})") from None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise MaterialError(f"{flag} {path}: not a regular file")
-        data = b""
-        while len(data) <= MAX_PEM_BYTES and (chunk := os.read(fd, MAX_PEM_BYTES + 1 - len(data))):
-            data += chunk
-    except OSError as exc:
-        raise MaterialError(f"{flag} {path}: cannot read ({exc.strerror})") from None
-    finally:
-        os.close(fd)
-    if len(data) > MAX_PEM_BYTES:
-        raise MaterialError(f"{flag} {path}: larger than {MAX_PEM_BYTES} bytes")
+        data = read_regular_file(path, MAX_PEM_BYTES)
+    except FileRefused as refused:
+        raise MaterialError(f"{flag} {path}: {refused}") from None
     if not data.strip():
         raise MaterialError(f"{flag} {path}: empty")
     try:

@@ -24,9 +24,7 @@ import contextlib
 import decimal
 import functools
 import math
-import os
 import re
-import stat
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -38,6 +36,7 @@ from google.protobuf.message import DecodeError, Message
 
 from sidecar.envoy.bad_request import BadRequest
 from sidecar.envoy.media_type import MediaType
+from sidecar.regular_file import FileRefused, read_regular_file
 
 __all__ = ["GrpcMethods", "is_grpc"]
 
@@ -324,20 +323,7 @@ def _add_in_dependency_order(
 
 
 def _read_regular_file(path: str) -> bytes:
-    # Opened without waiting: opening a FIFO for reading would wait for a writer.
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
-    except OSError as exc:
-        raise ValueError(f"cannot read it: {exc.strerror or exc}") from None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ValueError("is not a regular file")
-        with os.fdopen(os.dup(fd), "rb") as file:
-            data = file.read(MAX_DESCRIPTOR_SET_BYTES + 1)
-    except OSError as exc:
-        raise ValueError(f"cannot read it: {exc.strerror or exc}") from None
-    finally:
-        os.close(fd)
-    if len(data) > MAX_DESCRIPTOR_SET_BYTES:
-        raise ValueError(f"is larger than {MAX_DESCRIPTOR_SET_BYTES} bytes")
-    return data
+        return read_regular_file(path, MAX_DESCRIPTOR_SET_BYTES)
+    except FileRefused as refused:
+        raise ValueError(str(refused)) from None

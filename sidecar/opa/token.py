@@ -23,7 +23,8 @@ import asyncio
 import contextlib
 import logging
 import os
-import stat
+
+from sidecar.regular_file import FileRefused, read_regular_file
 
 log = logging.getLogger(__name__)
 _RECHECK_SECONDS = 1.0  # how often the file is looked at
@@ -48,22 +49,9 @@ def _stamp(path: str) -> Stamp:
 def _read(path: str) -> str:
     """The token in the file; blocking, so never called on the event loop once serving."""
     try:
-        # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
-    except OSError as exc:
-        raise TokenFileError(f"cannot read --opa-token-file {path}: {type(exc).__name__}") from None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise TokenFileError(f"--opa-token-file {path} is not a regular file")
-        data = b""
-        while len(data) <= MAX_TOKEN_BYTES and (chunk := os.read(fd, MAX_TOKEN_BYTES + 1 - len(data))):
-            data += chunk
-    except OSError as exc:
-        raise TokenFileError(f"cannot read --opa-token-file {path}: {type(exc).__name__}") from None
-    finally:
-        os.close(fd)
-    if len(data) > MAX_TOKEN_BYTES:
-        raise TokenFileError(f"--opa-token-file {path} is larger than {MAX_TOKEN_BYTES} bytes")
+        data = read_regular_file(path, MAX_TOKEN_BYTES)
+    except FileRefused as refused:
+        raise TokenFileError(f"--opa-token-file {path} {refused}") from None
     try:
         token = data.decode("ascii").strip()
     except UnicodeDecodeError:
