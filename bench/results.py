@@ -11,9 +11,9 @@ SETUPS: dict[str, tuple[str, str, str]] = {
     "F": ("floor: grpc.aio server, constant allow, no I/O", "h2load gRPC", "floor server"),
     "Z": ("sidecar, zero-cost OPA (nginx answering true)", "h2load gRPC", "sidecar"),
     "Z2": ("sidecar --workers 2, zero-cost OPA", "h2load gRPC", "sidecar (all workers)"),
-    "R": ("sidecar, OPA test server on the real engine, rego/", "h2load gRPC", "sidecar"),
+    "R": ("sidecar, real OPA (the test server without one), rego/", "h2load gRPC", "sidecar"),
     "N": ("direct POST of the OPA input to nginx (Z's OPA)", "h2load HTTP/1.1", "nginx"),
-    "O": ("direct POST of the OPA input to the OPA test server", "h2load HTTP/1.1", "OPA test server"),
+    "O": ("direct POST of the OPA input to R's OPA", "h2load HTTP/1.1", "OPA"),
     "E0": ("Envoy alone, direct_response", "wrk HTTP/1.1", "Envoy"),
     "EZ": ("Envoy + ext_authz + sidecar (Z's OPA), direct_response", "wrk HTTP/1.1", "sidecar"),
 }
@@ -29,6 +29,7 @@ class Row:
     verified: str  # what the server itself says it answered
     ok: bool  # answers verified and no errors
     other_cpu_s: float = 0.0  # CPU used meanwhile by processes that are not part of the run
+    backend_cpu_s: float | None = None  # CPU of the OPA the sidecar asked, when it is not free
 
     @property
     def other_load(self) -> float:
@@ -38,6 +39,12 @@ class Row:
     @property
     def cpu_per_1k(self) -> float:
         return self.server_cpu_s * 1000 / self.load.completed if self.load.completed else float("nan")
+
+    @property
+    def backend_cpu_per_1k(self) -> float | None:
+        if self.backend_cpu_s is None or not self.load.completed:
+            return None
+        return self.backend_cpu_s * 1000 / self.load.completed
 
     @property
     def loadgen_cpu_share(self) -> float:
@@ -83,6 +90,7 @@ class Results:
     profile: Profile | None = None
     notes: list[str] = field(default_factory=list)
     steal_share: float = 0.0
+    opa: str = ""  # which OPA served R and O
 
     def row(self, setup: str, concurrency: int) -> Row | None:
         for row in self.rows:

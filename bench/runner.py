@@ -28,6 +28,7 @@ from bench.services import (
     EnvoyServer,
     Server,
     SidecarServer,
+    describe_opa,
     floor_calls,
     sidecar_options,
     start_envoy,
@@ -52,6 +53,7 @@ class Plan:
     warmup_checks: int
     soak_checks: int = 0
     profile: bool = False
+    loadgen_cpu: int | None = None  # the one CPU every load generator runs on; None: any
 
 
 class Run:
@@ -82,6 +84,7 @@ class Run:
             requests=n,
             log_file=self.workdir / "h2load.log",
             timeout=seconds + 60,
+            cpu=self.plan.loadgen_cpu,
         )
 
     def _post(self, port: int, concurrency: int) -> Load:
@@ -95,6 +98,7 @@ class Run:
             http1=True,
             log_file=self.workdir / "h2load.log",
             timeout=self.plan.duration + 60,
+            cpu=self.plan.loadgen_cpu,
         )
 
     def _wrk(self, port: int, concurrency: int, duration: float) -> Load:
@@ -105,6 +109,7 @@ class Run:
             concurrency=concurrency,
             duration=duration,
             timeout=duration + 60,
+            cpu=self.plan.loadgen_cpu,
         )
 
     # -- one measured point
@@ -116,7 +121,10 @@ class Run:
         measured_pid: int,
         drive: Callable[[], Load],
         verify: Callable[[Load], tuple[str, bool]],
+        backend_pid: int | None = None,
     ) -> Row:
+        """``backend_pid``: the OPA the sidecar asks, whose CPU is part of the check's path."""
+        backend_before = cpu_seconds(backend_pid) if backend_pid is not None else 0.0
         cpu_before = cpu_seconds(measured_pid)
         ours_before = self._our_cpu()
         busy_before = machine_busy_seconds()
@@ -124,6 +132,7 @@ class Run:
         busy = machine_busy_seconds() - busy_before
         ours = self._our_cpu() - ours_before + load.loadgen_cpu_s
         cpu = cpu_seconds(measured_pid) - cpu_before
+        backend = cpu_seconds(backend_pid) - backend_before if backend_pid is not None else None
         verified, answers_ok = verify(load)
         row = Row(
             setup=setup,
@@ -134,6 +143,7 @@ class Run:
             verified=verified,
             ok=answers_ok and load.errors == 0 and load.completed > 0,
             other_cpu_s=max(0.0, busy - ours),
+            backend_cpu_s=backend,
         )
         self.results.rows.append(row)
         print(
@@ -201,6 +211,7 @@ class Run:
         floor = self._start(start_floor(workdir))
         nginx = self._start(start_nginx(self.tools["nginx"], workdir))
         opa = self._start(start_opa(workdir))
+        self.results.opa = describe_opa()
         for server in (floor, nginx, opa):
             wait_ready(server)
         z = start_sidecar("sidecar-z", nginx.port, workdir, options)
@@ -237,6 +248,7 @@ class Run:
                     server.pid,
                     partial(self._grpc, server.port, concurrency, duration=plan.duration),
                     verify,
+                    backend_pid=opa.pid if setup == "R" else None,
                 )
         print("direct POSTs of the OPA input, concurrency 1:", flush=True)
         for setup, backend in (("N", nginx), ("O", opa)):

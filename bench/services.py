@@ -79,6 +79,16 @@ def start_opa(workdir: Path) -> Server:
     return Server(Service("opa", argv, workdir, REPO), port)
 
 
+def describe_opa() -> str:
+    """Which OPA ``start_opa`` runs, for the report."""
+    binary = opa_binary()
+    if not binary:
+        return "the OPA test server on the OPA engine (no `opa` binary found)"
+    version = subprocess.run([binary, "version"], capture_output=True, text=True, timeout=30, check=False)
+    first = version.stdout.splitlines()[0].strip() if version.stdout else "version unknown"
+    return f"the real OPA, `opa run --server` ({first})"
+
+
 def start_sidecar(
     name: str, opa_port: int, workdir: Path, options: set[str], extra: tuple[str, ...] = ()
 ) -> SidecarServer:

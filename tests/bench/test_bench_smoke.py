@@ -69,6 +69,13 @@ def test_quick_run_reports_every_setup_and_cleans_up(tmp_path: Path) -> None:
         assert target in text
     assert "## Memory soak" in text and "400 checks" in text
     assert "| CPU | " in text and "| Python | " in text  # the machine is described
+    # R's whole path: the sidecar's CPU plus that of the OPA it asked, per point.
+    real_opa = re.findall(r"^- c=(\d+): .* sidecar ([\d.]+) \+ OPA ([\d.]+) = ([\d.]+)$", text, re.MULTILINE)
+    assert {int(c) for c, *_ in real_opa} == set(QUICK_CONCURRENCIES)
+    for _, sidecar, opa, path in real_opa:
+        assert float(opa) > 0 and abs(float(sidecar) + float(opa) - float(path)) < 0.002
+    if len(os.sched_getaffinity(0)) >= 2:
+        assert f"run on CPU {max(os.sched_getaffinity(0))} alone (taskset)" in text
 
     # Every process the run started is gone, and so is its working directory.
     assert list(scratch.iterdir()) == []
