@@ -4,6 +4,7 @@ counts every response, and OPA faults in known windows.
     python -m tests.adversarial.chaos                      # one pass of every fault (~40 s)
     python -m tests.adversarial.chaos --checks 100000      # cycle the faults until 100,000 checks
     python -m tests.adversarial.chaos --checks 100000 --report chaos.json
+    python -m tests.adversarial.chaos --checks 35000 --hostile 5   # hostile clients too (~3 min)
 
 Two sides run at once, each a sidecar behind two Envoys (the shipped fail-closed
 configuration, and the same with `failure_mode_allow: true`):
@@ -13,6 +14,11 @@ configuration, and the same with `failure_mode_allow: true`):
   (SIGSTOP/SIGCONT) and slowed (a stop/continue duty cycle);
 - answer faults: the sidecar asks the fault OPA, which answers garbage, 5xx, undefined,
   redirects, truncated or reset answers, invalid results, ambiguous JSON, slow or never.
+
+With --hostile SECONDS, the process side's schedule also has hostile-client windows
+(tests.adversarial.chaos_hostile) of that length, between its OPA faults: a flood of the
+largest requests its HTTP listeners take with slow connections held on them, HTTP/2 rapid
+resets on its gRPC port, and gRPC streams whose answers are never read.
 
 Exit status 0 when every invariant held (see chaos_report.violations), 1 otherwise.
 """
@@ -39,11 +45,13 @@ from tests.adversarial.chaos_faults import (
     PROCESS_SCHEDULE,
     AnswerChooser,
     AnswerFaults,
+    Injector,
     ProcessFaults,
     Window,
     run_schedule,
 )
-from tests.adversarial.chaos_report import RunData, report, summary, violations
+from tests.adversarial.chaos_hostile import HostileClients
+from tests.adversarial.chaos_report import HOSTILE, RunData, report, summary, violations
 from tests.adversarial.chaos_stack import (
     ENVOY_MODES,
     EchoProcess,
@@ -52,7 +60,7 @@ from tests.adversarial.chaos_stack import (
     start_guarded,
 )
 from tests.adversarial.loadgen import LoadGenerator, LoadThread
-from tests.adversarial.process_monitor import Sampler, sample
+from tests.adversarial.process_monitor import Sampler, connections_to, sample
 from tests.e2e.stack import EXT_AUTHZ_STATS
 from tests.fault_opa import FaultOpa
 
@@ -71,6 +79,7 @@ class ChaosConfig:
     seed: int = 7
     keep: Path | None = None  # copy the processes' logs here
     realtime: bool = False  # run everything under SCHED_RR (see --realtime)
+    hostile: float = 0.0  # seconds of each hostile-client window on the process side; 0: none
 
 
 # gRPC's own report of an answer it could not send: the caller (Envoy) had given up.
@@ -93,6 +102,10 @@ def _decisions(guarded: GuardedSidecar) -> dict[int, tuple[str, str, float]]:
     return found
 
 
+def _port(url: str) -> int:
+    return int(url.rstrip("/").rpartition(":")[2])
+
+
 def _counters(guarded: GuardedSidecar) -> dict[str, dict[str, int]]:
     wanted = ("ok", "denied", "error", "failure_mode_allowed", "disabled")
     return {
@@ -106,6 +119,17 @@ def _counters(guarded: GuardedSidecar) -> dict[str, dict[str, int]]:
         }
         for mode, envoy in guarded.envoys.items()
     }
+
+
+@dataclass(frozen=True)
+class _Either:
+    """OPA faults and hostile-client windows in one schedule, so that they never overlap."""
+
+    faults: Injector
+    hostile: Injector
+
+    def inject(self, kind: str, seconds: float) -> Window:
+        return (self.hostile if kind.startswith(HOSTILE) else self.faults).inject(kind, seconds)
 
 
 def run(config: ChaosConfig, progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
@@ -154,6 +178,8 @@ def run(config: ChaosConfig, progress: Callable[[str], None] = lambda _: None) -
         load.start()
         time.sleep(config.warmup)
         baseline = {side: sample(pid) for side, pid in pids.items()}
+        opa_ports = {PROCESS_SIDE: _port(opa.url), ANSWER_SIDE: _port(fault.url)}
+        opa_at_start = {side: connections_to(pid, opa_ports[side]) for side, pid in pids.items()}
         progress(f"warm: {load.count} checks; injecting faults")
 
         windows: list[Window] = []
@@ -164,10 +190,21 @@ def run(config: ChaosConfig, progress: Callable[[str], None] = lambda _: None) -
             progress(f"{load.count} checks")
             return load.count < config.checks
 
+        attacked = sides[PROCESS_SIDE].sidecar
+        hostile = HostileClients(PROCESS_SIDE, attacked.grpc_addr, attacked.http_addr, attacked.probe_addr)
+        process_steps = list(PROCESS_SCHEDULE)
+        if config.hostile > 0:
+            process_steps += [(kind, config.hostile) for kind in hostile.kinds()]
         schedules = [
             threading.Thread(
                 target=run_schedule,
-                args=(ProcessFaults(opa, PROCESS_SIDE), PROCESS_SCHEDULE, config.gap, keep_going, windows),
+                args=(
+                    _Either(ProcessFaults(opa, PROCESS_SIDE), hostile),
+                    process_steps,
+                    config.gap,
+                    keep_going,
+                    windows,
+                ),
             ),
             threading.Thread(
                 target=run_schedule,
@@ -183,6 +220,7 @@ def run(config: ChaosConfig, progress: Callable[[str], None] = lambda _: None) -
         time.sleep(config.settle)
         sampler.stop()
         end = {side: sample(pid) for side, pid in pids.items()}
+        opa_at_end = {side: connections_to(pid, opa_ports[side]) for side, pid in pids.items()}
         progress(f"done: {load.count} checks; counting")
 
         data = RunData(
@@ -202,10 +240,13 @@ def run(config: ChaosConfig, progress: Callable[[str], None] = lambda _: None) -
             answers=chooser.answers,
             concurrency={side: config.connections * len(ENVOY_MODES) for side in sides},
             seconds=seconds,
+            opa_connections={side: (opa_at_start[side], opa_at_end[side]) for side in sides},
+            attacked={PROCESS_SIDE} if hostile.activity else set(),
             extra={
                 "opa": opa.kind,
                 "opa_restarts": opa.starts - 1,
                 "cpu_wait": sampler.summary(),
+                "hostile": {kind: dict(counts) for kind, counts in hostile.activity.items()},
                 # Only the fault OPA sees every request (the process side's OPA records its yeses).
                 "fault_opa_most_requests_for_one_check": max(chooser.asked.values(), default=0),
             },
@@ -231,6 +272,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="run this process and every process it starts (sidecars, Envoys, OPA, upstream) with real-time "
         "scheduling (needs CAP_SYS_NICE), so that other work on a shared machine cannot starve them of CPU",
     )
+    parser.add_argument(
+        "--hostile",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="add hostile-client windows of this length to the process side's schedule",
+    )
     args = parser.parse_args(argv)
     config = ChaosConfig(
         checks=args.checks,
@@ -239,6 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed=args.seed,
         keep=args.keep_logs,
         realtime=args.realtime,
+        hostile=args.hostile,
     )
     rep = run(config, progress=lambda line: print(line, file=sys.stderr, flush=True))
     problems = violations(rep)

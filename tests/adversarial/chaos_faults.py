@@ -17,7 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 
 from tests.adversarial.chaos_stack import RecordingOpa
 from tests.adversarial.loadgen import MARKER_HEADER
@@ -102,6 +102,10 @@ class Window:
     end: float  # when it was lifted: OPA answering again
 
 
+class Injector(Protocol):
+    def inject(self, kind: str, seconds: float) -> Window: ...
+
+
 class ProcessFaults:
     """Kill/restart, pause and slow the OPA process."""
 
@@ -149,7 +153,7 @@ ANSWER_SCHEDULE: Final = [(kind, 1.0) for kind in [*ANSWER_FAULTS, MIXED]]
 
 
 def run_schedule(
-    injector: ProcessFaults | AnswerFaults,
+    injector: Injector,
     steps: list[tuple[str, float]],
     gap: float,
     keep_going: Callable[[], bool],

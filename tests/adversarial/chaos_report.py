@@ -18,12 +18,14 @@ wrongful allow.
 from __future__ import annotations
 
 import bisect
+import inspect
 import statistics
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from sidecar.opa.http1 import ConnectionPool
 from tests.adversarial.chaos_faults import Window
 from tests.adversarial.loadgen import NO_RESPONSE, TIMED_OUT, Result
 from tests.adversarial.process_monitor import CpuWait, ProcessSample, cpu_waited_ms
@@ -33,6 +35,10 @@ RSS_GROWTH_LIMIT_KIB: Final = 20 * 1024  # see docs/reliability.md, "Leaks"
 # The sidecar's slack between its OPA budget (150 ms) and Envoy's timeout (250 ms) is
 # 100 ms; waiting half of that for a CPU while a check is pending can use it up.
 STARVED_MS: Final = 50.0
+HOSTILE: Final = "hostile-"  # the kind of every hostile-client window (chaos_hostile)
+HTTP_FLOOD: Final = HOSTILE + "http-flood"
+# Idle keep-alive connections the sidecar keeps to OPA, at most.
+OPA_POOL_BOUND: Final[int] = inspect.signature(ConnectionPool).parameters["max_idle"].default
 
 
 @dataclass
@@ -54,6 +60,9 @@ class RunData:
     concurrency: dict[str, int]  # side -> load connections through its Envoys
     seconds: float
     extra: dict[str, Any] = field(default_factory=dict)
+    # side -> its sidecar's connections to OPA, after warm-up and at the end (part of its fds)
+    opa_connections: dict[str, tuple[int, int]] = field(default_factory=dict)
+    attacked: set[str] = field(default_factory=set)  # sides that had hostile-client windows
 
 
 def _classify(r: Result, yes: set[str], decision: tuple[str, str, float] | None) -> str:
@@ -193,6 +202,8 @@ def report(data: RunData) -> dict[str, Any]:
                     round(s.rss_kib / 1024, 1) for s in (data.baseline[side], data.peak[side], data.end[side])
                 ],
                 "load_connections": data.concurrency[side],
+                "opa_connections": list(data.opa_connections.get(side, (0, 0))),
+                "attacked": side in data.attacked,
             }
             for side in sorted(data.baseline)
         },
@@ -235,9 +246,17 @@ def violations(rep: dict[str, Any]) -> list[str]:
                 f"{side} sidecar: {s['undelivered_answers']} answers undelivered, {side_misses} misses"
             )
         baseline_fds, _, end_fds = s["fds"]
-        # Idle keep-alive connections to OPA stay pooled: at most one per concurrent check.
-        if end_fds > baseline_fds + s["load_connections"]:
-            found.append(f"{side} sidecar: {end_fds} fds at the end, {baseline_fds} at the start")
+        opa_start, opa_end = s["opa_connections"]
+        if end_fds - opa_end > baseline_fds - opa_start + s["load_connections"]:
+            found.append(
+                f"{side} sidecar: {end_fds} fds at the end, {baseline_fds} at the start "
+                f"(of which connections to OPA: {opa_end}, {opa_start})"
+            )
+        # Idle keep-alive connections to OPA stay pooled: at most one per check that was in
+        # flight at once, which hostile clients on the gRPC port can raise to the pool's bound.
+        pooled = OPA_POOL_BOUND if s["attacked"] else s["load_connections"]
+        if opa_end > pooled:
+            found.append(f"{side} sidecar: {opa_end} connections to OPA at the end, more than {pooled}")
         baseline_rss, _, end_rss = s["rss_mib"]
         if (end_rss - baseline_rss) * 1024 > RSS_GROWTH_LIMIT_KIB:
             found.append(f"{side} sidecar: RSS {baseline_rss} MiB -> {end_rss} MiB")
@@ -250,12 +269,31 @@ def violations(rep: dict[str, Any]) -> list[str]:
             )
         if counters.get("failure_mode_allowed", 0) != seen.get("failure_mode_allow", 0):
             found.append(f"{envoy}: Envoy allowed {counters} on failure, the load saw {seen}")
+    found += _idle_attacks(rep.get("hostile", {}))
     for side, kinds in rep["faults"].items():
         for kind, effect in kinds.items():
+            if kind.startswith(HOSTILE):
+                continue  # the load's checks are answered as usual: see _idle_attacks
             denied = sum(n for reason, n in effect["sidecar_reasons"].items() if reason != "policy_denied")
             if kind != "mixed" and not denied:
                 found.append(f"{side}: the {kind} fault denied nothing: it was not injected")
     return found
+
+
+def _idle_attacks(activity: dict[str, dict[str, int]]) -> list[str]:
+    """The hostile-client windows whose attackers got nowhere: no flood request answered,
+    no gRPC stream opened."""
+    idle = []
+    for kind, counts in activity.items():
+        if kind == HTTP_FLOOD:
+            answered = sum(
+                n for what, n in counts.items() if what.startswith("/") and not what.endswith(" 0")
+            )
+        else:
+            answered = counts.get("streams", 0)
+        if not answered:
+            idle.append(f"{kind}: the attackers got nowhere ({counts}): it was not injected")
+    return idle
 
 
 def summary(rep: dict[str, Any], problems: Iterable[str]) -> str:
@@ -278,7 +316,8 @@ def summary(rep: dict[str, Any], problems: Iterable[str]) -> str:
             )
     for side, s in rep["sidecars"].items():
         lines.append(
-            f"  {side} sidecar: fds {s['fds']}, RSS MiB {s['rss_mib']} (baseline, peak, end), "
+            f"  {side} sidecar: fds {s['fds']} ({s['opa_connections']} to OPA), "
+            f"RSS MiB {s['rss_mib']} (baseline, peak, end), "
             f"answers gRPC could not deliver {s['undelivered_answers']}, other tracebacks {s['tracebacks']}"
         )
     for envoy, counters in rep["envoy_counters"].items():

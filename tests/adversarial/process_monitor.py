@@ -37,6 +37,25 @@ def sample(pid: int) -> ProcessSample:
     return ProcessSample(fds, rss)
 
 
+def connections_to(pid: int, port: int) -> int:
+    """How many of the process's open sockets are TCP connections to `port` (IPv4, any
+    address): its pooled connections to OPA, told apart from every other descriptor."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:[") : -1])
+    found = 0
+    with open(f"/proc/{pid}/net/tcp") as table:
+        next(table)  # the column names
+        for row in table:
+            columns = row.split()
+            remote_port = int(columns[2].rpartition(":")[2], 16)
+            found += remote_port == port and columns[9] in inodes
+    return found
+
+
 def thread_waits_ns(pid: int) -> dict[int, int]:
     """Run-queue wait so far of each thread of the process, by thread id."""
     waits = {}
