@@ -20,6 +20,7 @@ from typing import Final
 from sidecar.config import Settings
 from tests.adversarial.chaos_faults import Window
 from tests.adversarial.chaos_report import HOSTILE, HTTP_FLOOD
+from tests.adversarial.process_monitor import established_to
 from tests.hostile.http_attackers import LargestRequests, SlowConnections, Target, padded_head, worst_json
 from tests.hostile.under_attack import AttackProcess
 
@@ -29,6 +30,7 @@ _GRPC_ATTACKS: Final = {RAPID_RESET: "rapid-reset", UNREAD_ANSWERS: "unread-answ
 SLOW_CONNECTIONS: Final = 300  # per listener, as in tests/hostile/http_attack.py
 FLOOD_THREADS: Final = 2  # per kind of request
 GRPC_THREADS: Final = 2
+ATTACKER_START_S: Final = 15.0  # a new Python process at the lowest priority on a busy machine
 
 
 def _address(listener: str) -> tuple[str, int] | str:
@@ -92,7 +94,13 @@ class HostileClients:
         elif kind in _GRPC_ATTACKS and self._grpc is not None:
             host, port = self._grpc
             attack = AttackProcess(_GRPC_ATTACKS[kind], host, port)
+            connected = established_to(port)
             attack.start(GRPC_THREADS)
+            # The window opens when the attacker has connected, not when its process starts.
+            waited = time.monotonic() + ATTACKER_START_S
+            while established_to(port) <= connected and time.monotonic() < waited:
+                time.sleep(0.02)
+            start = time.monotonic()
             time.sleep(seconds)
             attack.stop()
             done.update(attack.counts)

@@ -1,6 +1,6 @@
 """Overload: measure the sidecar's capacity, then offer it three times as much.
 
-    python -m tests.adversarial.overload [--max-inflight 16] [--factor 3] [--seconds 5]
+    python -m tests.adversarial.overload [--max-inflight 16] [--factor 3] [--seconds 5] [--hostile]
 
 Capacity is what --max-inflight makes it when OPA is the bottleneck: the fault OPA takes
 100 ms over every answer (a busy OPA), so at most max_inflight / 0.1 s checks a second can
@@ -13,6 +13,12 @@ Every check must be answered within its deadline, the excess denied at once with
 `overloaded`, the admitted checks still allowed at about the measured capacity, and the
 sidecar's memory bounded. An answer later than the deadline is acceptable only while the
 machine starved the sidecar of CPU (process_monitor), as in the chaos runs.
+
+With --hostile, the hostile clients of the chaos run (tests.adversarial.chaos_hostile)
+take turns during the overload, one window each: the flood of the largest requests with
+slow connections on the sidecar's HTTP listeners, then rapid resets and unread answers on
+its gRPC port. Their own checks are left out of the figures, which count the load's alone;
+the sidecar's descriptors and memory are sampled again once everything has stopped.
 """
 
 from __future__ import annotations
@@ -41,8 +47,10 @@ import grpc
 from deploy.local_stack import start_sidecar
 from sidecar._proto.envoy.service.auth.v3.external_auth_pb2 import CheckResponse
 from sidecar.envoy.response import OK
+from tests.adversarial.chaos_faults import Window, run_schedule
+from tests.adversarial.chaos_hostile import HostileClients
 from tests.adversarial.chaos_report import STARVED_MS
-from tests.adversarial.process_monitor import Sampler, cpu_waited_ms, sample
+from tests.adversarial.process_monitor import Sampler, connections_to, cpu_waited_ms, sample
 from tests.check_requests import check_request
 from tests.fault_opa import Behaviour, FaultOpa
 
@@ -50,6 +58,8 @@ DEADLINE_MS: Final = 250
 CHECK_METHOD: Final = "/envoy.service.auth.v3.Authorization/Check"
 RSS_GROWTH_LIMIT_MIB: Final = 30
 CLIENTS: Final = 4  # h2load connections
+ATTACK_GAP_S: Final = 0.5  # between hostile-client windows
+SETTLE_S: Final = 2.0  # after the attacks, before the last sample of fds and memory
 _SUMMARY = re.compile(r"finished in [\d.]+m?s, ([\d.]+) req/s")
 _COUNTS = re.compile(
     r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored"
@@ -63,6 +73,7 @@ class OverloadConfig:
     factor: float = 3.0
     seconds: float = 5.0
     probe_rate: float = 20.0
+    hostile: bool = False
 
 
 @dataclass
@@ -169,6 +180,8 @@ def run(config: OverloadConfig) -> dict[str, Any]:
         )
         decided_before = len(sidecar.decisions())
         baseline = sample(pid)
+        opa_port = int(fault.url.rpartition(":")[2])
+        opa_before = connections_to(pid, opa_port)
         h2load_pid = [0]  # /proc/0 does not exist: not sampled until h2load runs
         sampler = Sampler(
             {"sidecar": lambda: pid, "h2load": lambda: h2load_pid[0], "probe": os.getpid}, memory=["sidecar"]
@@ -179,6 +192,14 @@ def run(config: OverloadConfig) -> dict[str, Any]:
         cleanup.callback(probe.stop)
         cleanup.callback(sampler.stop)
         per_client = math.ceil(config.factor * capacity.rate / CLIENTS)
+        hostile = HostileClients("overload", sidecar.grpc_addr, sidecar.http_addr, sidecar.probe_addr)
+        windows: list[Window] = []
+        attacks = threading.Thread(
+            target=run_schedule,
+            args=(hostile, _attack_steps(hostile, config), ATTACK_GAP_S, lambda: False, windows),
+        )
+        if config.hostile:
+            attacks.start()
         overload = _h2load(
             sidecar.grpc_addr,
             frame,
@@ -189,18 +210,32 @@ def run(config: OverloadConfig) -> dict[str, Any]:
         )
         probe.stop()
         sampler.stop()
-        decisions = sidecar.decisions()[decided_before:]
+        settled: dict[str, Any] = {}
+        if config.hostile:
+            attacks.join()
+            time.sleep(SETTLE_S)
+            end = sample(pid)
+            settled = {
+                "rss_end_mib": round(end.rss_kib / 1024, 1),
+                "fds": [baseline.fds, sampler.peak["sidecar"].fds, end.fds],
+                "opa_connections": [opa_before, connections_to(pid, opa_port)],
+            }
+        decisions = [d for d in sidecar.decisions()[decided_before:] if _of_the_load(d)]
 
     cpu = sampler.cpu_wait["sidecar"]
-    late = [
+    late: list[tuple[float, float]] = [
         (sent, sent + ms / 1000) for sent, status, ms in overload.rows if ms >= DEADLINE_MS or status != 200
     ]
+    h2load_late = len(late)
     late += [
         (sent, done)
         for sent, done, outcome in probe.calls
         if outcome.startswith("grpc:") or done - sent >= DEADLINE_MS / 1000
     ]
     starved = sum(cpu_waited_ms(cpu, sent, done) >= STARVED_MS for sent, done in late)
+    late_in: Counter[str] = Counter()
+    for sent, _ in late:
+        late_in[next((w.kind for w in windows if w.start <= sent <= w.end), "outside the attacks")] += 1
     reasons = Counter(d.get("reason", "allow") for d in decisions)
     answered = len(overload.rows) + len(probe.calls)
     return {
@@ -219,10 +254,35 @@ def run(config: OverloadConfig) -> dict[str, Any]:
             max([ms for _, _, ms in overload.rows] + [(d - s) * 1000 for s, d, _ in probe.calls]), 1
         ),
         "late_or_failed": len(late),
+        "late_h2load_by_status": dict(
+            Counter(status for _, status, ms in overload.rows if ms >= DEADLINE_MS or status != 200)
+        ),
+        "late_probe": len(late) - h2load_late,
         "late_while_starved": starved,
+        "late_by_attack": dict(late_in),
         "rss_mib": [round(baseline.rss_kib / 1024, 1), round(sampler.peak["sidecar"].rss_kib / 1024, 1)],
+        **settled,
         "cpu_wait": sampler.summary(),
+        "hostile": {kind: dict(counts) for kind, counts in hostile.activity.items()},
+        "hostile_windows_s": [round(w.end - w.start, 1) for w in windows],
     }
+
+
+def _attack_steps(hostile: HostileClients, config: OverloadConfig) -> list[tuple[str, float]]:
+    """Each attack the sidecar's listeners can take, in turn, filling the overload's time."""
+    kinds = hostile.kinds()
+    each = max(1.0, (config.seconds - ATTACK_GAP_S * (len(kinds) + 1)) / len(kinds))
+    return [(kind, each) for kind in kinds]
+
+
+def _of_the_load(decision: dict[str, Any]) -> bool:
+    """Whether a decision may be on one of the load's checks (GET /orders over gRPC) rather
+    than an attacker's: those name /hostile (gRPC) or are POSTs (HTTP), and a request the
+    sidecar cannot read (bad_request) is the flood's. A line without the request (an
+    overloaded or cut-off check) cannot be told apart and is counted, whoever sent it."""
+    if "path" not in decision:
+        return decision.get("reason") != "bad_request"
+    return decision["path"] == "/orders" and decision.get("method") == "GET"
 
 
 def violations(rep: dict[str, Any]) -> list[str]:
@@ -249,6 +309,16 @@ def violations(rep: dict[str, Any]) -> list[str]:
     baseline, peak = rep["rss_mib"]
     if peak - baseline > RSS_GROWTH_LIMIT_MIB:
         found.append(f"RSS grew from {baseline} to {peak} MiB")
+    if "fds" in rep:  # sampled again once the hostile clients had stopped
+        if rep["rss_end_mib"] - baseline > RSS_GROWTH_LIMIT_MIB:
+            found.append(f"RSS did not come back: {baseline} MiB before, {rep['rss_end_mib']} MiB at the end")
+        (fds_before, _, fds_end), (opa_before, opa_end) = rep["fds"], rep["opa_connections"]
+        # Idle keep-alive connections to OPA stay pooled (see chaos_report.violations).
+        if fds_end - opa_end > fds_before - opa_before:
+            found.append(f"{fds_end} fds at the end ({opa_end} to OPA), {fds_before} before ({opa_before})")
+    for kind, counts in rep["hostile"].items():
+        if not any(n for what, n in counts.items() if what.startswith("/") or what == "streams"):
+            found.append(f"{kind}: the attackers got nowhere ({counts})")
     return found
 
 
@@ -259,8 +329,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-inflight", type=int, default=OverloadConfig.max_inflight)
     parser.add_argument("--factor", type=float, default=OverloadConfig.factor)
     parser.add_argument("--seconds", type=float, default=OverloadConfig.seconds)
+    parser.add_argument(
+        "--hostile", action="store_true", help="the hostile clients take turns during the overload"
+    )
     args = parser.parse_args(argv)
-    rep = run(OverloadConfig(max_inflight=args.max_inflight, factor=args.factor, seconds=args.seconds))
+    config = OverloadConfig(
+        max_inflight=args.max_inflight, factor=args.factor, seconds=args.seconds, hostile=args.hostile
+    )
+    rep = run(config)
     problems = violations(rep)
     print(json.dumps({**rep, "violations": problems}, indent=2))
     return 1 if problems else 0

@@ -56,6 +56,14 @@ def connections_to(pid: int, port: int) -> int:
     return found
 
 
+def established_to(port: int) -> int:
+    """Established TCP connections (IPv4) to `port` from any process of this network namespace."""
+    with open("/proc/self/net/tcp") as table:
+        next(table)
+        rows = [row.split() for row in table]
+    return sum(int(r[2].rpartition(":")[2], 16) == port and r[3] == "01" for r in rows)
+
+
 def thread_waits_ns(pid: int) -> dict[int, int]:
     """Run-queue wait so far of each thread of the process, by thread id."""
     waits = {}
