@@ -118,7 +118,8 @@ def _is_truncated(headers: Mapping[str, str], forwarded: int, envoy_limit: int) 
     if forwarded and forwarded >= envoy_limit:
         # Cut at the limit or ending there: Envoy's flag cannot tell which.
         return True
-    # A body announced by chunked framing, but never buffered (no flag).
+    # Envoy passes no transfer-encoding to the check (docs/envoy-bodies.md); a
+    # check that carries one announces a body that was never buffered (no flag).
     return forwarded == 0 and _PARTIAL_BODY_HEADER not in headers and "transfer-encoding" in headers
 
 

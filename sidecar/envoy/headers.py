@@ -23,8 +23,9 @@ __all__ = ["request_headers"]
 # Printable ASCII, with inner spaces and tabs only: HTTP/1.1 trims the ends of a
 # value but Envoy passes an HTTP/2 value's as sent, and applications differ on
 # trimming them (RFC 9113 forbids them), so " admin" could be read as "admin".
-_PRINTABLE_ASCII: Final = re.compile(r"(?:[\x21-\x7e](?:[\t\x20-\x7e]*[\x21-\x7e])?)?")
-_PRINTABLE_ASCII_BYTES: Final = re.compile(rb"(?:[\x21-\x7e](?:[\t\x20-\x7e]*[\x21-\x7e])?)?")
+_VALUE: Final = r"(?:[\x21-\x7e](?:[\t\x20-\x7e]*[\x21-\x7e])?)?"
+_PRINTABLE_ASCII: Final = re.compile(_VALUE)
+_PRINTABLE_ASCII_BYTES: Final = re.compile(_VALUE.encode("ascii"))
 
 
 def request_headers(http: attribute_context_pb2.AttributeContext.HttpRequest) -> dict[str, str]:
