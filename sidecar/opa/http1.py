@@ -23,6 +23,9 @@ import httptools
 
 _MAX_HEADER_BYTES = 65536
 _MAX_IDLE_SECONDS = 30.0  # below common server idle timeouts; OPA has none
+# A pooled connection not taken for this long is closed: more were open than the load
+# still needs (a burst is over). Each is a socket here and a goroutine with buffers in OPA.
+IDLE_TIMEOUT_SECONDS = 5.0
 _SINGLE_HEADERS = frozenset({"content-length", "content-type", "content-encoding", "transfer-encoding"})
 
 
@@ -200,12 +203,25 @@ class _Connection(asyncio.Protocol):
 
 
 class ConnectionPool:
-    """Idle keep-alive connections to one endpoint, most recently used first."""
+    """Idle keep-alive connections to one endpoint; a request takes the most recently used.
 
-    def __init__(self, endpoint: Endpoint, max_idle: int = 256) -> None:
+    Taking the most recent one keeps steady load on the same few connections, so those
+    a burst opened beyond them stay idle, oldest first in the queue. A timer, armed only
+    while idle connections exist, closes those idle for ``idle_timeout`` seconds: one
+    callback every quarter of that at most, never anything per request.
+    """
+
+    def __init__(
+        self, endpoint: Endpoint, max_idle: int = 256, idle_timeout: float = IDLE_TIMEOUT_SECONDS
+    ) -> None:
+        if not idle_timeout > 0:
+            raise ValueError("idle_timeout must be positive")
         self.endpoint = endpoint
-        self._idle: deque[_Connection] = deque()
+        self._idle: deque[_Connection] = deque()  # idle_since ascending: released at the right
         self._max_idle = max_idle
+        self._idle_timeout = idle_timeout
+        self._sweep_timer: asyncio.TimerHandle | None = None
+        self._closed = False
 
     async def _connect(self, context: ssl.SSLContext | None) -> _Connection:
         ep = self.endpoint
@@ -255,16 +271,36 @@ class ConnectionPool:
         return await self._connect(context)
 
     def _release(self, conn: _Connection) -> None:
-        if len(self._idle) >= self._max_idle:
+        if self._closed or len(self._idle) >= self._max_idle:
             conn.close()
             return
         conn.idle_since = time.monotonic()
         self._idle.append(conn)
+        if self._sweep_timer is None:
+            self._sweep_timer = asyncio.get_running_loop().call_later(self._idle_timeout, self._sweep)
+
+    def _sweep(self) -> None:
+        self._sweep_timer = None
+        idle = self._idle
+        stale = time.monotonic() - self._idle_timeout
+        while idle and idle[0].idle_since <= stale:
+            idle.popleft().close()
+        if idle:
+            # Next when the oldest left turns stale, but no sooner than a quarter of
+            # the timeout, so that steady load costs a few callbacks per timeout.
+            delay = max(idle[0].idle_since - stale, self._idle_timeout / 4)
+            self._sweep_timer = asyncio.get_running_loop().call_later(delay, self._sweep)
 
     @property
     def idle_count(self) -> int:
         return len(self._idle)
 
     def close(self) -> None:
+        """Close the idle connections and the timer; a connection in use is closed when
+        its exchange ends."""
+        self._closed = True
+        if self._sweep_timer is not None:
+            self._sweep_timer.cancel()
+            self._sweep_timer = None
         while self._idle:
             self._idle.pop().close()
