@@ -1,12 +1,13 @@
-"""Render the Envoy template and the files generated from it.
+"""Render the Envoy templates and the files generated from them.
 
     python -m deploy.render                      # rewrite every generated file
     python -m deploy.render --check              # exit 1 if a generated file is stale
     python -m deploy.render envoy --listen 127.0.0.1:8000 --sidecar unix:///run/authz.sock
     python -m deploy.render envoy --mode http    # ext_authz HTTP mode (the sidecar's --http-addr)
 
-The templates (`deploy/envoy/templates/envoy.yaml` for ext_authz over gRPC,
-`envoy-http.yaml` for HTTP mode) have `${NAME}` placeholders, one per address;
+The templates (`sidecar/envoy/templates/envoy.yaml` for ext_authz over gRPC,
+`envoy-http.yaml` for HTTP mode; package data, so that `opa-sidecar inject` has them
+wherever the sidecar is installed) have `${NAME}` placeholders, one per address;
 everything else is fixed. The committed renders (the Envoy files docker compose
 mounts, `deploy/envoy/envoy-http-{tcp,unix}.yaml`, the Kubernetes ConfigMaps of Envoy's
 configuration, `rego/` and the demo app, and the list of policy files in the Deployment)
@@ -17,88 +18,24 @@ ports, so all of them run one configuration per mode.
 from __future__ import annotations
 
 import argparse
-import ipaddress
-import json
 import re
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
+from importlib.resources.abc import Traversable
 from pathlib import Path
+
+# The templates and their rendering ship with the sidecar (`opa-sidecar inject` uses
+# them); the names stay importable from here for the tools and tests that render them.
+from sidecar.envoy.bootstrap import ENVOY_HTTP_TEMPLATE as ENVOY_HTTP_TEMPLATE
+from sidecar.envoy.bootstrap import ENVOY_TEMPLATE as ENVOY_TEMPLATE
+from sidecar.envoy.bootstrap import EnvoyAddresses as EnvoyAddresses
+from sidecar.envoy.bootstrap import RenderError as RenderError
+from sidecar.envoy.bootstrap import fill as fill
+from sidecar.envoy.bootstrap import render_envoy as render_envoy
 
 DEPLOY_DIR = Path(__file__).resolve().parent
 REPO_ROOT = DEPLOY_DIR.parent
-ENVOY_TEMPLATE = DEPLOY_DIR / "envoy" / "templates" / "envoy.yaml"
-ENVOY_HTTP_TEMPLATE = DEPLOY_DIR / "envoy" / "templates" / "envoy-http.yaml"
-_PLACEHOLDER = re.compile(r"\$\{([A-Z][A-Z0-9_]*)\}")
-
-
-class RenderError(ValueError):
-    """A value that cannot go into the template (the message names it)."""
-
-
-@dataclass(frozen=True)
-class EnvoyAddresses:
-    """Where things are, as the sidecar's flags spell addresses. Defaults: one pod
-    (or one docker compose network namespace) where everything but the listener is
-    on loopback."""
-
-    listen: str = "0.0.0.0:10000"  # where clients connect
-    upstream: str = "127.0.0.1:8080"  # the application behind Envoy
-    # opa-sidecar's --grpc-addr (--http-addr in HTTP mode): HOST:PORT or unix:///path
-    sidecar: str = "127.0.0.1:9191"
-    admin: str = "127.0.0.1:9901"  # Envoy's admin interface; loopback only
-
-
-def socket_address(text: str, *, what: str, allow_unix: bool = False) -> str:
-    """`HOST:PORT` (IP literal, `[v6]:PORT`) or `unix:///path` as an Envoy Address in YAML flow style."""
-    if text.startswith("unix://"):
-        path = text.removeprefix("unix://")
-        if not allow_unix or not path.startswith("/"):
-            raise RenderError(f"{what}: {text!r} is not an allowed address here")
-        return f"{{ pipe: {{ path: {json.dumps(path)} }} }}"
-    host, sep, port = text.rpartition(":")
-    host = host.removeprefix("[").removesuffix("]")
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        raise RenderError(f"{what}: {text!r} is not IP:PORT (Envoy's STATIC clusters need an IP)") from None
-    if not sep or not port.isdigit() or int(port) > 65535:
-        raise RenderError(f"{what}: {text!r} has no valid port")
-    return f"{{ socket_address: {{ address: {json.dumps(host)}, port_value: {int(port)} }} }}"
-
-
-def fill(template: str, values: Mapping[str, str]) -> str:
-    """Replace every `${NAME}`; a placeholder without a value, or a value without a
-    placeholder, is an error (a typo must not leave a half-rendered file)."""
-    names = set(_PLACEHOLDER.findall(template))
-    if missing := names - values.keys():
-        raise RenderError(f"no value for {', '.join(sorted(missing))}")
-    if unused := values.keys() - names:
-        raise RenderError(f"the template has no placeholder {', '.join(sorted(unused))}")
-    return _PLACEHOLDER.sub(lambda m: values[m.group(1)], template)
-
-
-def render_envoy(addresses: EnvoyAddresses | None = None, template: Path = ENVOY_TEMPLATE) -> str:
-    a = addresses or EnvoyAddresses()
-    admin_host = a.admin.rpartition(":")[0].strip("[]")
-    if not _is_loopback(admin_host):
-        raise RenderError(f"admin: {a.admin!r} is not a loopback address")
-    return fill(
-        template.read_text(),
-        {
-            "LISTEN": socket_address(a.listen, what="listen"),
-            "UPSTREAM": socket_address(a.upstream, what="upstream"),
-            "SIDECAR": socket_address(a.sidecar, what="sidecar", allow_unix=True),
-            "ADMIN": socket_address(a.admin, what="admin"),
-        },
-    )
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 # --- the committed renders ---------------------------------------------------
@@ -115,7 +52,7 @@ ENVOY_HTTP_VARIANTS: Mapping[str, EnvoyAddresses] = {
     "envoy/envoy-http-unix.yaml": replace(HTTP_MODE_ADDRESSES, sidecar="unix:///run/opa-sidecar/http.sock"),
 }
 # `python -m deploy.render envoy --mode NAME`: the template and its default addresses.
-ENVOY_MODES: Mapping[str, tuple[Path, EnvoyAddresses]] = {
+ENVOY_MODES: Mapping[str, tuple[Traversable, EnvoyAddresses]] = {
     "grpc": (ENVOY_TEMPLATE, EnvoyAddresses()),
     "http": (ENVOY_HTTP_TEMPLATE, HTTP_MODE_ADDRESSES),
 }
@@ -200,14 +137,14 @@ def _configmap(name: str, data: Mapping[str, str], comment: str) -> str:
 
 def kubernetes_configmaps() -> str:
     envoy = _generated_header(
-        "deploy/envoy/templates/envoy.yaml", ENVOY_VARIANTS[KUBERNETES_ENVOY_VARIANT]
+        "sidecar/envoy/templates/envoy.yaml", ENVOY_VARIANTS[KUBERNETES_ENVOY_VARIANT]
     ) + render_envoy(ENVOY_VARIANTS[KUBERNETES_ENVOY_VARIANT])
     documents = [
         _configmap("envoy-config", {"envoy.yaml": envoy}, "Envoy's bootstrap, the same as deploy/envoy/"),
         _configmap("opa-policy", policy_files(), "The policies and data of rego/ (tests excluded)"),
         _configmap("demo-app", {"echo_upstream.py": DEMO_APP.read_text()}, "The demo application"),
     ]
-    return _generated_header("deploy/envoy/templates/envoy.yaml, rego/ and deploy/echo_upstream.py") + (
+    return _generated_header("sidecar/envoy/templates/envoy.yaml, rego/ and deploy/echo_upstream.py") + (
         "---\n".join(documents)
     )
 
@@ -221,11 +158,11 @@ KUBERNETES_HTTP_ENVOY_VARIANT = "envoy/envoy-http-unix.yaml"
 def kubernetes_http_envoy_configmap() -> str:
     """The envoy-config ConfigMap deploy/kubernetes-http lays over deploy/kubernetes's."""
     addresses = ENVOY_HTTP_VARIANTS[KUBERNETES_HTTP_ENVOY_VARIANT]
-    envoy = _generated_header("deploy/envoy/templates/envoy-http.yaml", addresses) + render_envoy(
+    envoy = _generated_header("sidecar/envoy/templates/envoy-http.yaml", addresses) + render_envoy(
         addresses, ENVOY_HTTP_TEMPLATE
     )
     comment = "Envoy's bootstrap in ext_authz HTTP mode, the same as deploy/envoy/envoy-http-unix.yaml"
-    return _generated_header("deploy/envoy/templates/envoy-http.yaml") + _configmap(
+    return _generated_header("sidecar/envoy/templates/envoy-http.yaml") + _configmap(
         "envoy-config", {"envoy.yaml": envoy}, comment
     )
 
@@ -233,13 +170,13 @@ def kubernetes_http_envoy_configmap() -> str:
 def generated_files() -> dict[Path, str]:
     """Every committed file this module writes (wholly or in part), with the content it should have."""
     files = {
-        DEPLOY_DIR / name: _generated_header("deploy/envoy/templates/envoy.yaml", addresses)
+        DEPLOY_DIR / name: _generated_header("sidecar/envoy/templates/envoy.yaml", addresses)
         + render_envoy(addresses)
         for name, addresses in ENVOY_VARIANTS.items()
     }
     for name, addresses in ENVOY_HTTP_VARIANTS.items():
         files[DEPLOY_DIR / name] = _generated_header(
-            "deploy/envoy/templates/envoy-http.yaml", addresses
+            "sidecar/envoy/templates/envoy-http.yaml", addresses
         ) + render_envoy(addresses, ENVOY_HTTP_TEMPLATE)
     files[DEPLOY_DIR / KUBERNETES_CONFIGMAPS] = kubernetes_configmaps()
     files[DEPLOY_DIR / KUBERNETES_HTTP_CONFIGMAP] = kubernetes_http_envoy_configmap()

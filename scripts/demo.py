@@ -217,7 +217,7 @@ def running_demo(port: int) -> Iterator[Demo]:
         addresses = local_addresses(upstream.addr, sidecar.grpc_addr, listen=f"127.0.0.1:{port}")
         envoy = start_envoy(render_envoy(addresses), workdir)
         cleanup.callback(envoy.stop)
-        say(f"  Envoy:        deploy/envoy/templates/envoy.yaml on 127.0.0.1:{envoy.port}")
+        say(f"  Envoy:        sidecar/envoy/templates/envoy.yaml on 127.0.0.1:{envoy.port}")
         demo = Demo(workdir, upstream, opa, sidecar, envoy, opa_socket)
         cleanup.callback(lambda: demo.opa.stop())
         yield demo

@@ -4,7 +4,6 @@ on input it cannot transform safely or a bad option, each message naming the doc
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 from pathlib import Path
 from typing import Any
@@ -69,11 +68,6 @@ def _options(args: argparse.Namespace) -> InjectOptions:
         )
     if args.mode != "envoy" and args.port is not None:
         raise OptionError("--port is for --mode envoy")
-    if args.mode == "envoy" and importlib.util.find_spec("deploy") is None:
-        raise OptionError(
-            "--mode envoy renders Envoy's configuration from deploy/envoy/templates/: run it from a "
-            "checkout of the repository"
-        )
     return InjectOptions(
         mode=args.mode,
         app_port=args.port,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sidecar.envoy.bootstrap import EnvoyAddresses, render_envoy
 from sidecar.inject.containers import SOCKET_ADDR
 from sidecar.inject.pod import Injected, envoy_configmap_name
 from sidecar.inject.workloads import Workload
@@ -27,8 +28,6 @@ def _metadata(name: str, namespace: str | None, workload: Workload) -> dict[str,
 
 def envoy_configmap(workload: Workload, injected: Injected, listen_port: int) -> dict[str, Any]:
     # The Envoy configuration is the project's one template, rendered for this pod's ports.
-    from deploy.render import EnvoyAddresses, render_envoy
-
     assert injected.app_port is not None
     addresses = EnvoyAddresses(
         listen=f"0.0.0.0:{listen_port}", upstream=f"127.0.0.1:{injected.app_port.number}", sidecar=SOCKET_ADDR

@@ -3,7 +3,7 @@
     python -m tests.e2e.observe_bodies            # the table of docs/envoy-bodies.md
     python -m tests.e2e.observe_bodies --bytes    # header and body bytes outside UTF-8
 
-Runs the shipped configurations (deploy/envoy/templates, rendered for this machine) with a
+Runs the shipped configurations (sidecar/envoy/templates, rendered for this machine) with a
 recording ext_authz server in place of the sidecar and the echo upstream behind Envoy, and
 prints one Markdown row per request: what the check carried and what the upstream got.
 """

@@ -4,11 +4,12 @@ that exist, pass flags the sidecar accepts, and agree on every address."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
 import sys
-import tempfile
+import sysconfig
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from deploy.render import (
     main,
     render_envoy,
 )
+from sidecar.inject.containers import SOCKET_ADDR
 from tests.e2e.deploy_files import EnvoyConfig, host_port, sidecar_settings, validate_envoy_config
 
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
@@ -346,42 +348,147 @@ def test_dockerfile_runtime_stage_is_small_and_unprivileged() -> None:
     assert any(line.startswith("RUN pip wheel") for line in build)
 
 
-def test_dockerfile_build_stage_has_what_the_wheel_needs() -> None:
-    """Build a wheel from exactly the files the build stage copies, as the image does."""
+@pytest.fixture(scope="module")
+def image_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sidecar's wheel built from exactly the files the build stage copies, as the image does."""
     build, _ = _dockerfile_stages()
     sources = [word for line in build if line.startswith("COPY ") for word in line.split()[1:-1]]
     ignored = (REPO_ROOT / ".dockerignore").read_text().split()
     assert "*" in ignored and all(f"!{source}" in ignored or f"!{source}/" in ignored for source in sources)
-    with tempfile.TemporaryDirectory() as tmp:
-        context = Path(tmp) / "src"
-        context.mkdir()
-        for source in sources:
-            origin = REPO_ROOT / source
-            if origin.is_dir():
-                shutil.copytree(origin, context / source, ignore=shutil.ignore_patterns("__pycache__"))
-            else:
-                shutil.copy(origin, context / source)
-        command = [
+    context = tmp_path_factory.mktemp("image") / "src"
+    context.mkdir()
+    for source in sources:
+        origin = REPO_ROOT / source
+        if origin.is_dir():
+            shutil.copytree(origin, context / source, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(origin, context / source)
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "--no-deps",
+        "--no-cache-dir",
+        "-q",
+        "-w",
+        "out",
+        ".",
+    ]
+    if _has_setuptools():
+        command.insert(-1, "--no-build-isolation")  # faster, and needs no index
+    subprocess.run(command, cwd=context, check=True, capture_output=True, timeout=300)
+    [wheel] = (context / "out").glob("opa_sidecar-*.whl")
+    return wheel
+
+
+def test_dockerfile_build_stage_has_what_the_wheel_needs(image_wheel: Path) -> None:
+    with zipfile.ZipFile(image_wheel) as archive:
+        names = archive.namelist()
+        entry_points = next(archive.read(n) for n in names if n.endswith("entry_points.txt"))
+    assert any(name.startswith("sidecar/_proto/envoy/service/auth/v3/") for name in names)
+    assert {"sidecar/envoy/templates/envoy.yaml", "sidecar/envoy/templates/envoy-http.yaml"} <= set(names)
+    assert b"opa-sidecar = sidecar.cli:main" in entry_points
+
+
+INJECT_SAMPLE = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: shop}
+spec:
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - name: app
+        image: ghcr.io/example/web:1.0
+        ports: [{name: http, containerPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080}]
+"""
+
+
+def test_installed_wheel_injects_envoy_mode_outside_the_repository(image_wheel: Path, tmp_path: Path) -> None:
+    """`opa-sidecar inject --mode envoy` as `pip install` or the image has it: the wheel in a
+    fresh virtual environment, run from a directory outside the repository, writes what the
+    checkout writes."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    site = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout.strip()
+    # The dependencies come from this environment's site-packages, with no index: a path in
+    # a .pth file adds that directory alone, not the checkout its editable install points to.
+    (Path(site) / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    subprocess.run(
+        [
             sys.executable,
             "-m",
             "pip",
-            "wheel",
-            "--no-deps",
-            "--no-cache-dir",
+            "--python",
+            python,
+            "install",
             "-q",
-            "-w",
-            "out",
-            ".",
-        ]
-        if _has_setuptools():
-            command.insert(-1, "--no-build-isolation")  # faster, and needs no index
-        subprocess.run(command, cwd=context, check=True, capture_output=True, timeout=300)
-        [wheel] = (context / "out").glob("opa_sidecar-*.whl")
-        with zipfile.ZipFile(wheel) as archive:
-            names = archive.namelist()
-            entry_points = next(archive.read(n) for n in names if n.endswith("entry_points.txt"))
-    assert any(name.startswith("sidecar/_proto/envoy/service/auth/v3/") for name in names)
-    assert b"opa-sidecar = sidecar.cli:main" in entry_points
+            "--no-deps",
+            "--no-index",
+            image_wheel,
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "app.yaml").write_text(INJECT_SAMPLE)
+    env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "PYTHONHOME", "PYTHONSAFEPATH"}}
+    where = subprocess.run(
+        [
+            python,
+            "-c",
+            "import importlib.util, sidecar; print(sidecar.__file__, importlib.util.find_spec('deploy'))",
+        ],
+        cwd=elsewhere,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout.split()
+    assert Path(where[0]).is_relative_to(venv) and where[1] == "None", "the test must not reach the checkout"
+
+    installed = subprocess.run(
+        [venv / "bin" / "opa-sidecar", "inject", "--mode", "envoy", "app.yaml"],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (installed.returncode, installed.stderr) == (0, "")
+    checkout = subprocess.run(
+        [sys.executable, "-m", "sidecar", "inject", "--mode", "envoy", elsewhere / "app.yaml"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert installed.stdout == checkout.stdout
+    [configmap] = [d for d in yaml.safe_load_all(installed.stdout) if d["kind"] == "ConfigMap"]
+    assert configmap["data"]["envoy.yaml"] == render_envoy(
+        EnvoyAddresses(listen="0.0.0.0:10000", upstream="127.0.0.1:8080", sidecar=SOCKET_ADDR)
+    )
 
 
 def _has_setuptools() -> bool:

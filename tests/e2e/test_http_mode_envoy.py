@@ -1,4 +1,4 @@
-"""Client -> real Envoy in ext_authz HTTP mode (deploy/envoy/templates/envoy-http.yaml)
+"""Client -> real Envoy in ext_authz HTTP mode (sidecar/envoy/templates/envoy-http.yaml)
 -> the sidecar's HTTP listener -> OPA, in front of the echo upstream.
 
 HTTP mode is the riskier wire: Envoy allows on exactly 200 and treats a 5xx, a reset or

@@ -211,18 +211,3 @@ def test_bad_options_are_refused(
     )
     assert (status, out) == (2, "")
     assert complaint in err
-
-
-def test_envoy_mode_without_the_envoy_templates_says_so(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """An installed wheel has sidecar/ alone; Envoy's template lives in deploy/."""
-    import importlib.util
-
-    find_spec = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a: None if name == "deploy" else find_spec(name, *a)
-    )
-    status, out, err = run_inject(monkeypatch, capsys, [deployment()])
-    assert (status, out) == (2, "")
-    assert "run it from a checkout of the repository" in err
