@@ -18,12 +18,13 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from deploy.render import EnvoyAddresses
+from sidecar.log_writer import GATHER_SECONDS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT = 30.0
@@ -171,12 +172,27 @@ class SidecarProcess(ManagedProcess):
     probe_addr: str = ""  # /healthz, /readyz, /metrics
 
     def decisions(self) -> list[dict[str, Any]]:
-        """The decision log so far (stdout, one JSON object a line). A line still
-        being written (the log's writer thread writes a long line in pieces) is
-        left for the next read."""
-        text = self.log("stdout")
-        complete = text[: text.rfind("\n") + 1]
-        return [json.loads(line) for line in complete.splitlines() if line.strip()]
+        """The decision log so far (stdout, one JSON object a line), once it has
+        settled (see settled_log). A line still being written (the log's writer
+        thread writes a long line in pieces) is left for the next read."""
+        return settled_log(lambda: self.log("stdout").encode())
+
+
+def settled_log(read: Callable[[], bytes], limit: float = 2.0) -> list[dict[str, Any]]:
+    """The complete lines of a decision log, read once it has not grown for a
+    few of the writer's gathering intervals: lines of checks already answered
+    reach the destination a few milliseconds after their answers."""
+    quiet = 6 * GATHER_SECONDS
+    deadline = time.monotonic() + limit
+    text = read()
+    while True:
+        time.sleep(quiet)
+        again = read()
+        if again == text or time.monotonic() > deadline:
+            break
+        text = again
+    complete = again[: again.rfind(b"\n") + 1]
+    return [json.loads(line) for line in complete.splitlines() if line.strip()]
 
 
 def free_port() -> int:

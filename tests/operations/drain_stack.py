@@ -20,10 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import orjson
 
 from deploy.echo_upstream import EchoUpstream
-from deploy.local_stack import EnvoyProcess, local_addresses, start_envoy
+from deploy.local_stack import EnvoyProcess, local_addresses, settled_log, start_envoy
 from deploy.render import render_envoy
 from tests.e2e.stack import fail_open
 from tests.fault_opa import Behaviour, FaultOpa
@@ -61,9 +60,7 @@ class DrainStack:
     fault: FaultOpa
 
     def decisions(self) -> list[dict[str, Any]]:
-        text = (self.workdir / "decisions.jsonl").read_bytes()
-        complete = text[: text.rfind(b"\n") + 1]  # a line still being written waits
-        return [orjson.loads(line) for line in complete.splitlines() if line.strip()]
+        return settled_log((self.workdir / "decisions.jsonl").read_bytes)
 
     def stderr(self) -> str:
         return (self.workdir / "sidecar.stderr").read_text(errors="replace")

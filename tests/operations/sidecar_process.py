@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
+from deploy.local_stack import settled_log
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 READY_LINE = "serving ext_authz v3 on"
@@ -79,10 +79,7 @@ class SidecarProcess:
         return self.stderr_path.read_text(errors="replace")
 
     def decisions(self) -> list[dict[str, Any]]:
-        # A line still being written (a long one goes out in pieces) waits for the next read.
-        text = self.stdout()
-        complete = text[: text.rfind("\n") + 1]
-        return [orjson.loads(line) for line in complete.splitlines() if line.strip()]
+        return settled_log(self.stdout_path.read_bytes)
 
     def signal(self, sig: signal.Signals = signal.SIGTERM) -> None:
         self.process.send_signal(sig)
