@@ -9,7 +9,6 @@ configured failure status (default 403).
 from __future__ import annotations
 
 import time
-import uuid
 from typing import Any
 
 from aiohttp import HttpVersion11, web
@@ -18,6 +17,7 @@ from multidict import CIMultiDict
 from sidecar import tracing
 from sidecar._proto.envoy.service.auth.v3.external_auth_pb2 import CheckRequest
 from sidecar.authorizer import Authorizer, Outcome
+from sidecar.decision_id import new_decision_id
 from sidecar.opa.strict_json import StrictJSONError, loads_object
 from sidecar.recording import Recorder, internal_error
 from sidecar.trace_context import extract
@@ -110,7 +110,7 @@ class HttpAuthz:
 
     async def ext_authz(self, request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
-        decision_id = str(uuid.uuid4())
+        decision_id = new_decision_id()
         tracing.begin_check(lambda: extract(request.headers.get), "ext_authz HTTP check")
         # Envoy sends its own timeout for this call; answer inside it.
         remaining = _timeout_ms(request, "x-envoy-expected-rq-timeout-ms", 0.001)
@@ -140,7 +140,7 @@ class HttpAuthz:
 
     async def check_json(self, request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
-        decision_id = str(uuid.uuid4())
+        decision_id = new_decision_id()
         tracing.begin_check(lambda: extract(request.headers.get), "POST /v1/check")
         remaining = _timeout_ms(request, "timeout", 1.0)
         try:

@@ -13,7 +13,6 @@ detail names the limit, never the data.
 from __future__ import annotations
 
 import time
-import uuid
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Protocol
@@ -21,6 +20,7 @@ from typing import Protocol
 from aiohttp import web
 
 from sidecar.authorizer import Outcome
+from sidecar.decision_id import new_decision_id
 from sidecar.http_authz import DECISION_HEADER
 from sidecar.recording import Recorder
 from sidecar.verdict import Deny, DenyReason
@@ -83,7 +83,7 @@ class DecisionRefuser:
 
     def _deny(self, reason: DenyReason, detail: str, status: int) -> Refusal:
         started = time.perf_counter()
-        decision_id = str(uuid.uuid4())
+        decision_id = new_decision_id()
         # A refusal whose log line cannot be written is still a refusal.
         self._recorder.record(decision_id, Outcome(Deny(reason, detail, http_status=status)), started)
         return Refusal(status, ((DECISION_HEADER, decision_id),))

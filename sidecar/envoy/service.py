@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from typing import NoReturn, cast
 
 import grpc
 
 from sidecar import tracing
 from sidecar.authorizer import Authorizer, Outcome
+from sidecar.decision_id import new_decision_id
 from sidecar.envoy.peer_guard import PeerGuard, Refusal
 from sidecar.envoy.response import build_response, minimal_deny
 from sidecar.recording import Recorder, internal_error
@@ -38,7 +38,7 @@ class CheckService:
     async def check(self, request_bytes: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
         started = time.perf_counter()
         self.received += 1
-        decision_id = str(uuid.uuid4())
+        decision_id = new_decision_id()
         # Envoy's tracer sends the trace context as gRPC metadata.
         tracing.begin_check(lambda: from_pairs(context.invocation_metadata() or ()), SPAN_NAME)
         peer = context.peer()
