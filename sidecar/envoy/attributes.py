@@ -28,14 +28,18 @@ from sidecar._proto.envoy.service.auth.v3 import attribute_context_pb2
 __all__ = ["render_attributes"]
 
 
-def render_attributes(ac: attribute_context_pb2.AttributeContext) -> dict[str, Any]:
+def render_attributes(
+    ac: attribute_context_pb2.AttributeContext, headers: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """``headers``: the request's headers as a dict already made from
+    ``ac.request.http.headers``, taken as is instead of copied again."""
     out: dict[str, Any] = {}
     if ac.HasField("source"):
         out["source"] = _peer(ac.source)
     if ac.HasField("destination"):
         out["destination"] = _peer(ac.destination)
     if ac.HasField("request"):
-        out["request"] = _request(ac.request)
+        out["request"] = _request(ac.request, headers)
     if ac.context_extensions:
         out["contextExtensions"] = dict(ac.context_extensions)
     if ac.HasField("metadata_context"):
@@ -107,12 +111,14 @@ def _socket_address(sa: base_pb2.SocketAddress) -> dict[str, Any]:
     return out
 
 
-def _request(req: attribute_context_pb2.AttributeContext.Request) -> dict[str, Any]:
+def _request(
+    req: attribute_context_pb2.AttributeContext.Request, headers: dict[str, str] | None
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if req.HasField("time"):
         out["time"] = _timestamp(req.time)
     if req.HasField("http"):
-        out["http"] = _http(req.http)
+        out["http"] = _http(req.http, headers)
     return out
 
 
@@ -125,14 +131,16 @@ def _timestamp(ts: timestamp_pb2.Timestamp) -> dict[str, Any]:
     return out
 
 
-def _http(http: attribute_context_pb2.AttributeContext.HttpRequest) -> dict[str, Any]:
+def _http(
+    http: attribute_context_pb2.AttributeContext.HttpRequest, headers: dict[str, str] | None
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if http.id:
         out["id"] = http.id
     if http.method:
         out["method"] = http.method
     if http.headers:
-        out["headers"] = dict(http.headers)
+        out["headers"] = dict(http.headers) if headers is None else headers
     if http.HasField("header_map"):
         out["headerMap"] = _header_map(http.header_map)
     if http.path:

@@ -24,8 +24,13 @@ __all__ = ["request_headers"]
 # value but Envoy passes an HTTP/2 value's as sent, and applications differ on
 # trimming them (RFC 9113 forbids them), so " admin" could be read as "admin".
 _VALUE: Final = r"(?:[\x21-\x7e](?:[\t\x20-\x7e]*[\x21-\x7e])?)?"
-_PRINTABLE_ASCII: Final = re.compile(_VALUE)
-_PRINTABLE_ASCII_BYTES: Final = re.compile(_VALUE.encode("ascii"))
+# Every value at once, one a line (one regex call per check, not one per
+# header). A line break is in neither class, and the callers check that the
+# joined text holds exactly one per join, so no value can hide one and each
+# line is exactly one value.
+_LINES: Final = rf"{_VALUE}(?:\n{_VALUE})*"
+_PRINTABLE_LINES: Final = re.compile(_LINES)
+_PRINTABLE_LINES_BYTES: Final = re.compile(_LINES.encode("ascii"))
 
 
 def request_headers(http: attribute_context_pb2.AttributeContext.HttpRequest) -> dict[str, str]:
@@ -37,24 +42,28 @@ def request_headers(http: attribute_context_pb2.AttributeContext.HttpRequest) ->
         if http.headers and dict(http.headers) != headers:
             raise BadRequest("CheckRequest carries two different header sets")
         return headers
-    for value in (http.path, *http.headers.values()):
-        if not _PRINTABLE_ASCII.fullmatch(value):
-            raise BadRequest("a header value holds characters outside printable ASCII, or space at an end")
-        if "!" in value:
-            raise BadRequest(
-                "a header value holds '!', which Envoy also writes for bytes that are not UTF-8 "
-                "(gRPC mode with encode_raw_headers carries the bytes)"
-            )
-    return dict(http.headers)
+    headers = dict(http.headers)
+    values = "\n".join((http.path, *headers.values()))
+    if values.count("\n") != len(headers) or not _PRINTABLE_LINES.fullmatch(values):
+        raise BadRequest("a header value holds characters outside printable ASCII, or space at an end")
+    if "!" in values:
+        raise BadRequest(
+            "a header value holds '!', which Envoy also writes for bytes that are not UTF-8 "
+            "(gRPC mode with encode_raw_headers carries the bytes)"
+        )
+    return headers
 
 
 def _from_raw(http: attribute_context_pb2.AttributeContext.HttpRequest) -> dict[str, str]:
+    entries = [
+        (entry.key.lower(), entry.raw_value or entry.value.encode("utf-8"))
+        for entry in http.header_map.headers
+    ]
+    values = b"\n".join(raw for _, raw in entries)
+    if values.count(b"\n") != len(entries) - 1 or not _PRINTABLE_LINES_BYTES.fullmatch(values):
+        raise BadRequest("a header value holds bytes outside printable ASCII, or space at an end")
     headers: dict[str, str] = {}
-    for entry in http.header_map.headers:
-        raw = entry.raw_value or entry.value.encode("utf-8")
-        if not _PRINTABLE_ASCII_BYTES.fullmatch(raw):
-            raise BadRequest("a header value holds bytes outside printable ASCII, or space at an end")
+    for name, raw in entries:
         value = raw.decode("ascii")
-        name = entry.key.lower()
         headers[name] = f"{headers[name]},{value}" if name in headers else value
     return headers
