@@ -39,6 +39,19 @@ def build_response(verdict: Verdict, decision_id: str) -> CheckResponse:
 
 
 def _allow(allow: Allow, decision_id: str) -> CheckResponse:
+    if not (
+        allow.headers
+        or allow.request_headers_to_remove
+        or allow.response_headers_to_add
+        or allow.query_parameters_to_set
+        or allow.query_parameters_to_remove
+        or allow.dynamic_metadata
+    ):  # the common yes: nothing to build but the decision id
+        return CheckResponse(
+            status=Status(code=OK),
+            ok_response=OkHttpResponse(),
+            dynamic_metadata=_metadata(None, decision_id),
+        )
     ok = OkHttpResponse(
         headers=[
             HeaderValueOption(header=HeaderValue(key=k, value=v), append_action=_OVERWRITE)

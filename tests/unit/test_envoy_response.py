@@ -90,3 +90,53 @@ def test_minimal_deny_is_a_complete_deny() -> None:
     assert response.status.code == PERMISSION_DENIED
     assert response.denied_response.status.code == 403
     assert response.dynamic_metadata["deny_reason"] == "internal_error"
+
+
+@pytest.mark.parametrize("opa_decision_id", [None, "opa-1"])
+def test_a_bare_allow_is_built_as_the_general_path_builds_it(opa_decision_id: str | None) -> None:
+    # The shortcut for an allow without mutations must give the same bytes as
+    # building every (empty) field would.
+    from google.protobuf.struct_pb2 import Struct
+
+    from sidecar._proto.envoy.service.auth.v3.external_auth_pb2 import OkHttpResponse
+    from sidecar._proto.google.rpc.status_pb2 import Status
+
+    metadata = Struct()
+    metadata["decision_id"] = "d-1"
+    general = CheckResponse(
+        status=Status(code=0),
+        ok_response=OkHttpResponse(
+            headers=[],
+            headers_to_remove=[],
+            response_headers_to_add=[],
+            query_parameters_to_set=[],
+            query_parameters_to_remove=[],
+        ),
+        dynamic_metadata=metadata,
+    )
+    built = build_response(Allow(opa_decision_id=opa_decision_id), "d-1")
+    assert built.SerializeToString(deterministic=True) == general.SerializeToString(deterministic=True)
+    assert built.HasField("ok_response") and not built.HasField("denied_response")
+
+
+@pytest.mark.parametrize(
+    "allow",
+    [
+        Allow(headers=(("x-user", "a"),)),
+        Allow(request_headers_to_remove=("x-debug",)),
+        Allow(response_headers_to_add=(("x-r", "1"),)),
+        Allow(query_parameters_to_set=(("q", "1"),)),
+        Allow(query_parameters_to_remove=("q",)),
+        Allow(dynamic_metadata={"k": "v"}),
+    ],
+)
+def test_an_allow_with_any_mutation_keeps_it(allow: Allow) -> None:
+    ok = build_response(allow, "d-1").ok_response
+    assert (
+        len(ok.headers)
+        + len(ok.headers_to_remove)
+        + len(ok.response_headers_to_add)
+        + len(ok.query_parameters_to_set)
+        + len(ok.query_parameters_to_remove)
+        + ("k" in build_response(allow, "d-1").dynamic_metadata)
+    ) == 1
