@@ -25,9 +25,18 @@ def _outcome(verdict: Verdict) -> str:
     return "allow" if isinstance(verdict, Allow) else "deny"
 
 
+_second = -1
+_second_text = ""
+
+
 def _timestamp() -> str:
-    now = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z"
+    """UTC to the millisecond; the date and time part is formatted once a second."""
+    global _second, _second_text
+    millis = int(time.time() * 1000)
+    second, fraction = divmod(millis, 1000)
+    if second != _second:
+        _second, _second_text = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+    return f"{_second_text}.{fraction:03d}Z"
 
 
 DEFAULT_BACKLOG_BYTES = 4 << 20

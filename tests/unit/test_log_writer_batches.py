@@ -10,6 +10,8 @@ import select
 import threading
 import time
 
+import pytest
+
 from sidecar.log_writer import GATHER_SECONDS, LineWriter
 
 
@@ -79,3 +81,17 @@ def test_flush_does_not_wait_for_the_gathering() -> None:
     assert writer.flush(5.0)
     assert stream.writes == [_line(1)]
     writer.close(1.0)
+
+
+def test_line_times_follow_the_clock_across_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sidecar import decision_log
+
+    for now, text in [
+        (1767225600.0, "2026-01-01T00:00:00.000Z"),
+        (1767225600.9996, "2026-01-01T00:00:00.999Z"),
+        (1767225601.0004, "2026-01-01T00:00:01.000Z"),
+        (1767225600.5, "2026-01-01T00:00:00.500Z"),  # the clock stepped back
+        (1767312000.25, "2026-01-02T00:00:00.250Z"),
+    ]:
+        monkeypatch.setattr(time, "time", lambda now=now: now)
+        assert decision_log._timestamp() == text
