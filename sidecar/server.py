@@ -22,6 +22,7 @@ from sidecar.deny_memory import build_deny_memory
 from sidecar.envoy.service import SERVICE_NAME, CheckService
 from sidecar.grpc_options import server_options
 from sidecar.grpc_relay import GrpcRelay, private_grpc_address
+from sidecar.heap_trim import start_heap_trimmer
 from sidecar.http_authz import HttpAuthz
 from sidecar.http_limits import authz_limits, probe_limits
 from sidecar.http_listener import HttpListener, authz_app, probe_app
@@ -304,6 +305,8 @@ async def serve(settings: Settings) -> None:
     # sight, a full collection (which runs on the event loop, between checks)
     # walks only what requests left behind, not every module and message type.
     gc.freeze()
+    # Free C heap pages go back to the system (what a rapid-reset flood leaves, see heap_trim).
+    trimmer = start_heap_trimmer()
     stop, force = asyncio.Event(), asyncio.Event()
 
     def on_signal() -> None:
@@ -318,4 +321,6 @@ async def serve(settings: Settings) -> None:
         await sidecar.stop(force=force)
     if heartbeats is not None:
         heartbeats.cancel()
+    if trimmer is not None:
+        trimmer.stop()
     log.info("stopped")

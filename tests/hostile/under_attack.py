@@ -36,13 +36,14 @@ class Attack(Protocol):
 
 class AttackProcess:
     """An attacker of tests/hostile/h2_attackers.py in a process of its own, at
-    the lowest CPU priority. In a pod the attacker is another container with its
-    own CPU limit, so it cannot take the sidecar's CPU; what is measured is what
-    it makes the sidecar do through the port. Nor does it share the test's own
-    interpreter (Envoy's clients and the OPA)."""
+    the lowest CPU priority unless told otherwise. In a pod the attacker is
+    another container with its own CPU limit, so it cannot take the sidecar's
+    CPU; what is measured is what it makes the sidecar do through the port. Nor
+    does it share the test's own interpreter (Envoy's clients and the OPA)."""
 
-    def __init__(self, kind: str, host: str, port: int) -> None:
+    def __init__(self, kind: str, host: str, port: int, niceness: int = 19) -> None:
         self.kind, self.host, self.port = kind, host, port
+        self.niceness = niceness
         self.counts: dict[str, int] = {}
         self._process: subprocess.Popen[str] | None = None
 
@@ -53,7 +54,7 @@ class AttackProcess:
             stdout=subprocess.PIPE,
             cwd=REPO_ROOT,
             text=True,
-            preexec_fn=lambda: os.nice(19),
+            preexec_fn=lambda: os.nice(self.niceness),
         )
 
     def stop(self) -> None:
