@@ -2,8 +2,9 @@
 constant allow without parsing the request or doing any I/O. Whatever the
 sidecar costs above this is the sidecar's own.
 
-``python -m bench.floor --port N``: prints ``calls N`` (how many checks it
-has answered) on SIGUSR1 and when it stops on SIGTERM.
+``python -m bench.floor --port N [--loop uvloop]``: prints ``calls N`` (how
+many checks it has answered) on SIGUSR1 and when it stops on SIGTERM. It runs
+on asyncio's own loop unless told to run on uvloop, as the sidecar does.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import asyncio
 import signal
 
 import grpc
+import uvloop
 
 from sidecar._proto.envoy.service.auth.v3.external_auth_pb2 import CheckResponse, OkHttpResponse
 from sidecar._proto.google.rpc.status_pb2 import Status
@@ -54,7 +56,10 @@ async def serve(port: int) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.floor")
     parser.add_argument("--port", type=int, required=True)
-    calls = asyncio.run(serve(parser.parse_args().port))
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
+    args = parser.parse_args()
+    run = uvloop.run if args.loop == "uvloop" else asyncio.run
+    calls = run(serve(args.port))
     print(f"calls {calls}", flush=True)
 
 
