@@ -48,7 +48,7 @@ class LineWriter:
         self._stream = stream
         self._max_backlog = max_backlog_bytes
         self._lines: collections.deque[bytes] = collections.deque()
-        self._backlog = 0  # bytes queued or being written
+        self._backlog = 0  # bytes queued, being written, or left unwritten at close
         self._failure: str | None = None  # exception type of the last failed write
         self._closing = False
         self._flushing = 0  # callers of flush() waiting: no gathering meanwhile
@@ -134,13 +134,15 @@ class LineWriter:
     def _run(self) -> None:
         while (batches := self._next_batches()) is not None:
             for batch in batches:
-                self._write(batch)
+                if not self._write(batch):
+                    continue  # closed while failing: it stays counted, close() reports it
                 with self._changed:
                     self._backlog -= len(batch)
                     self._changed.notify_all()
 
-    def _write(self, batch: bytes) -> None:
-        """Write the batch, retrying until it is written or the writer closes."""
+    def _write(self, batch: bytes) -> bool:
+        """Write the batch, retrying until it is written (True) or the writer
+        closes (False: the batch is not written)."""
         while True:
             try:
                 self._stream.write(batch)
@@ -154,10 +156,10 @@ class LineWriter:
                         )
                     self._failure = type(exc).__name__
                     if self._closing or self._changed.wait_for(lambda: self._closing, _RETRY_SECONDS):
-                        return
+                        return False
                 continue
             with self._changed:
                 if self._failure is not None:
                     log.warning("decision log writes again after a failure (%s)", self._failure)
                     self._failure = None
-            return
+            return True
