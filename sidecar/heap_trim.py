@@ -83,9 +83,19 @@ class HeapTrimmer:
         self._thread.join(5)
 
     def _run(self) -> None:
-        low = self._resident()
-        while not self._stopping.wait(self._interval):
-            low = self.look(low)
+        low: int | None = None  # unknown until a look succeeds
+        failing = False
+        while True:
+            try:
+                low = self._resident() if low is None else self.look(low)
+            except Exception as exc:  # a look that fails (no file descriptor left) is skipped
+                if not failing:
+                    log.warning("heap trim: a look failed (%s); trying again each second", type(exc).__name__)
+                failing = True
+            else:
+                failing = False
+            if self._stopping.wait(self._interval):
+                return
 
     def look(self, low: int) -> int:
         """Trims if the resident size is `growth` above `low`, or a recent trim
