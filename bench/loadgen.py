@@ -58,6 +58,22 @@ class Load:
         return self.completed / self.seconds if self.seconds else 0.0
 
 
+def combined(runs: Sequence[Load]) -> Load:
+    """Back-to-back runs as one: counts and times add up; the percentiles are
+    those of the longest run (h2load reports no histogram to merge)."""
+    longest = max(runs, key=lambda load: load.seconds)
+    return Load(
+        completed=sum(load.completed for load in runs),
+        errors=sum(load.errors for load in runs),
+        started=sum(load.started for load in runs),
+        seconds=sum(load.seconds for load in runs),
+        p50_ms=longest.p50_ms,
+        p90_ms=longest.p90_ms,
+        p99_ms=longest.p99_ms,
+        loadgen_cpu_s=sum(load.loadgen_cpu_s for load in runs),
+    )
+
+
 def split_concurrency(concurrency: int) -> tuple[int, int]:
     """(connections, streams per connection): Envoy multiplexes its checks over
     one HTTP/2 connection per worker thread, so concurrent checks share a few."""
