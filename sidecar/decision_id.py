@@ -1,10 +1,10 @@
 """Decision ids: random (version 4) UUIDs, as the OPA-Envoy plugin's are.
 
 ``uuid.uuid4()`` asks the kernel for 16 random bytes per id: one getrandom
-call per check, which measured 2 to 15 us on virtual machines. The same
-kernel CSPRNG is read here 4 KiB at a time, one call per 256 ids. A forked
-child (``--workers``) drops the bytes it inherited, so no two processes
-hand out the same ids.
+call per check. The same kernel CSPRNG is read here 4 KiB at a time, one
+call per 256 ids. A child made by fork() drops the bytes it inherited, so
+no two processes hand out the same ids (``--workers`` starts fresh
+interpreters, which share nothing).
 """
 
 from __future__ import annotations
