@@ -26,6 +26,9 @@ _MAX_IDLE_SECONDS = 30.0  # below common server idle timeouts; OPA has none
 # A pooled connection not taken for this long is closed: more were open than the load
 # still needs (a burst is over). Each is a socket here and a goroutine with buffers in OPA.
 IDLE_TIMEOUT_SECONDS = 5.0
+# The newest few idle connections outlive it (until _MAX_IDLE_SECONDS, checked when
+# taken), so a sidecar asked every few seconds does not reconnect, or redo TLS, per check.
+KEEP_IDLE = 4
 _SINGLE_HEADERS = frozenset({"content-length", "content-type", "content-encoding", "transfer-encoding"})
 
 
@@ -207,8 +210,8 @@ class ConnectionPool:
 
     Taking the most recent one keeps steady load on the same few connections, so those
     a burst opened beyond them stay idle, oldest first in the queue. A timer, armed only
-    while idle connections exist, closes those idle for ``idle_timeout`` seconds: one
-    callback every quarter of that at most, never anything per request.
+    while idle connections exist, closes those idle for ``idle_timeout`` seconds but the
+    newest KEEP_IDLE: one callback every quarter of that at most, never anything per request.
     """
 
     def __init__(
@@ -283,9 +286,9 @@ class ConnectionPool:
         self._sweep_timer = None
         idle = self._idle
         stale = time.monotonic() - self._idle_timeout
-        while idle and idle[0].idle_since <= stale:
+        while len(idle) > KEEP_IDLE and idle[0].idle_since <= stale:
             idle.popleft().close()
-        if idle:
+        if len(idle) > KEEP_IDLE:
             # Next when the oldest left turns stale, but no sooner than a quarter of
             # the timeout, so that steady load costs a few callbacks per timeout.
             delay = max(idle[0].idle_since - stale, self._idle_timeout / 4)
