@@ -611,8 +611,8 @@ SERVE_OPTIONS: tuple[Option, ...] = (
         "--workers",
         "workers",
         _int_range(1, 64),
-        "processes sharing the listening ports (SO_REUSEPORT), each with its own event loop and OPA "
-        "connections, supervised by the parent",
+        "processes serving the listening sockets (TCP or unix) that the parent binds, each with its "
+        "own event loop and OPA connections, supervised by the parent",
         "1",
     ),
     Option(
@@ -771,13 +771,9 @@ def check_combinations(s: Settings) -> None:
         raise ConfigError("--proto-descriptor has no use with --skip-request-body-parse: set one or neither")
     if s.shadow_decision_path is not None and s.shadow_decision_path == s.decision_path:
         raise ConfigError("--shadow-decision-path must differ from --decision-path")
-    listeners = (s.grpc_addr, s.http_addr, s.probe_addr)
-    if s.workers > 1 and any(addr.unix_path is not None for addr in listeners):
-        raise ConfigError(
-            "--workers above 1 needs TCP --grpc-addr, --http-addr and --probe-addr "
-            "(a unix socket cannot be shared)"
-        )
     check_deny_memory(s)
+    # With --workers the parent binds TCP and unix listeners alike; the workers inherit them.
+    listeners = (s.grpc_addr, s.http_addr, s.probe_addr)
     fixed = [addr for addr in listeners if addr.unix_path is not None or addr.port != 0]
     if len(set(fixed)) != len(fixed):
         raise ConfigError("--grpc-addr, --http-addr and --probe-addr must all differ")

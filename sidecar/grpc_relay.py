@@ -88,7 +88,11 @@ class GrpcRelay:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(self._accepted, sock=self._listening)
+        if self._listening.family == socket.AF_UNIX:
+            # The call meant for unix sockets (uvloop accepts one in create_server too).
+            self._server = await loop.create_unix_server(self._accepted, sock=self._listening)
+        else:
+            self._server = await loop.create_server(self._accepted, sock=self._listening)
 
     def stop_accepting(self) -> None:
         """Take no new connection from the shared queue (the other workers still

@@ -98,7 +98,10 @@ class HttpListener:
             )
 
         try:
-            if self._sock is not None:
+            if self._sock is not None and self._sock.family == socket.AF_UNIX:
+                # Its file was created, with the mode, by the parent that bound it.
+                self._server = await loop.create_unix_server(connection, sock=self._sock)
+            elif self._sock is not None:
                 self._server = await loop.create_server(connection, sock=self._sock)
                 self.port = self._sock.getsockname()[1]
             elif self._addr.unix_path is not None:

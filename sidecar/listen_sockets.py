@@ -9,6 +9,7 @@ share one accept queue.
 A unix socket file gets its mode as bind() creates it (--unix-socket-mode,
 0660 by default): connecting needs write permission on the file, so only its
 owner and its group can reach the listener, from the first instant it exists.
+A --workers parent binds unix sockets too (bind_exclusive), the same way.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import contextlib
 import ipaddress
 import os
 import socket
+import stat
 from collections.abc import Iterator
 
 from sidecar.config import ListenAddress
@@ -28,8 +30,15 @@ class ListenError(Exception):
     """An address cannot be bound (taken, not local, not permitted)."""
 
 
-def bind_exclusive(flag: str, addr: ListenAddress) -> socket.socket:
-    """A listening TCP socket on ``addr``, or ListenError naming the flag and address."""
+def bind_exclusive(flag: str, addr: ListenAddress, unix_socket_mode: int = 0o660) -> socket.socket:
+    """A listening socket on ``addr``, or ListenError naming the flag and address.
+
+    A unix socket file is created with ``unix_socket_mode``, and replaces a socket
+    file already at the path, as gRPC and the event loop do when a single process
+    binds it: a file that is no socket stops the start.
+    """
+    if addr.unix_path is not None:
+        return _bind_unix(flag, addr.unix_path, unix_socket_mode)
     family = socket.AF_INET6 if ":" in addr.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -44,6 +53,63 @@ def bind_exclusive(flag: str, addr: ListenAddress) -> socket.socket:
         sock.close()
         raise ListenError(f"cannot listen on {flag} {addr}: {exc.strerror}") from None
     return sock
+
+
+def _bind_unix(flag: str, path: str, mode: int) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_ISSOCK(os.stat(path).st_mode):
+                os.remove(path)  # left by a process that ended, or taken over as a single process would
+        with created_with_mode(mode):
+            sock.bind(path)
+        sock.listen(BACKLOG)
+    except OSError as exc:
+        sock.close()
+        reason = exc.strerror or str(exc)  # a path too long for AF_UNIX has no errno
+        raise ListenError(f"cannot listen on {flag} unix://{path}: {reason}") from None
+    return sock
+
+
+def unix_socket_file(sock: socket.socket) -> tuple[str, int, int] | None:
+    """(path, device, inode) of the file a listening unix socket created, to remove
+    that file, and not one created at the same path since, when the socket closes."""
+    if sock.family != socket.AF_UNIX:
+        return None
+    path = sock.getsockname()
+    if not isinstance(path, str) or not path.startswith("/"):
+        return None
+    try:
+        info = os.stat(path)
+    except OSError:  # removed already: nothing of ours to remove later
+        return None
+    return path, info.st_dev, info.st_ino
+
+
+def remove_unix_socket_file(created: tuple[str, int, int]) -> None:
+    path, device, inode = created
+    with contextlib.suppress(OSError):
+        info = os.lstat(path)
+        if (info.st_dev, info.st_ino) == (device, inode):
+            os.remove(path)
+
+
+def refuse_queued(sock: socket.socket) -> int:
+    """Close the connections waiting in a unix listener's queue after shutdown(SHUT_RD).
+
+    On a TCP listener that shutdown also resets the connections not yet accepted;
+    on a unix one it only refuses new ones, and those already queued would wait
+    for an answer until the listener closes. Returns how many were closed.
+    """
+    closed = 0
+    sock.setblocking(False)  # the workers made the shared file description non-blocking already
+    while True:
+        try:
+            conn, _ = sock.accept()
+        except OSError:  # empty (BlockingIOError), or no longer listening
+            return closed
+        conn.close()
+        closed += 1
 
 
 @contextlib.contextmanager

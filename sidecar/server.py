@@ -195,10 +195,8 @@ class Sidecar:
         if bound == 0:
             # gRPC does not say why; a port that is taken is the usual reason.
             raise StartupError(f"cannot listen on --grpc-addr {target}: taken, or not an address here")
-        if shared is not None:
-            self.grpc_port = shared.getsockname()[1]
-        elif self.settings.grpc_addr.unix_path is None:
-            self.grpc_port = bound
+        if self.settings.grpc_addr.unix_path is None:  # a unix socket has no port
+            self.grpc_port = shared.getsockname()[1] if shared is not None else bound
         for flag, listener, addr in (
             ("--http-addr", self.http, self.settings.http_addr),
             ("--probe-addr", self.probes, self.settings.probe_addr),

@@ -3,7 +3,8 @@ connections, serve the listening sockets this parent bound; the parent
 supervises them.
 
 The parent binds every address once, without SO_REUSEPORT, so no other process
-can join the port, and the workers inherit the sockets: one accept queue each,
+can join the port, and the workers inherit the sockets (TCP or unix, the file
+created with --unix-socket-mode and removed when the parent exits): one accept queue each,
 from which only a worker whose loop runs takes connections. It decides no check.
 It replaces a worker that exits or stops sending heartbeats (sidecar/worker_link.py),
 with a backoff that starts over once a worker has run healthily, forwards
@@ -34,7 +35,12 @@ from types import FrameType
 from prometheus_client import multiprocess
 
 from sidecar.config import Settings
-from sidecar.listen_sockets import bind_exclusive
+from sidecar.listen_sockets import (
+    bind_exclusive,
+    refuse_queued,
+    remove_unix_socket_file,
+    unix_socket_file,
+)
 from sidecar.worker_link import FDS_ENV, WORKER_ENV, encode_fds, is_worker
 
 __all__ = ["Supervisor", "is_worker"]
@@ -91,6 +97,7 @@ class Supervisor:
         self._signals: list[int] = []
         self._metrics_dir = ""
         self._listeners: dict[str, socket.socket] = {}
+        self._socket_files: list[tuple[str, int, int]] = []  # unix socket files this process created
 
     def run(self) -> int:
         """Raises ListenError (the caller exits 2) when an address is taken."""
@@ -101,7 +108,10 @@ class Supervisor:
                 ("http", "--http-addr", s.http_addr),
                 ("probe", "--probe-addr", s.probe_addr),
             ):
-                self._listeners[name] = bind_exclusive(flag, addr)
+                sock = self._listeners[name] = bind_exclusive(flag, addr, s.unix_socket_mode)
+                created = unix_socket_file(sock)
+                if created is not None:
+                    self._socket_files.append(created)
             self._metrics_dir = tempfile.mkdtemp(prefix="opa-sidecar-metrics-")
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
@@ -115,6 +125,9 @@ class Supervisor:
                     slot.worker.process.wait()
             for sock in self._listeners.values():
                 sock.close()
+            # As gRPC removes its unix socket file when a single process stops.
+            for created in self._socket_files:
+                remove_unix_socket_file(created)
             if self._metrics_dir:
                 shutil.rmtree(self._metrics_dir, ignore_errors=True)
 
@@ -127,6 +140,8 @@ class Supervisor:
         if grpc is not None:
             with contextlib.suppress(OSError):
                 grpc.shutdown(socket.SHUT_RD)
+            if grpc.family == socket.AF_UNIX:
+                refuse_queued(grpc)  # a unix listener's shutdown keeps them waiting otherwise
 
     def _live(self) -> list[_Worker]:
         return [s.worker for s in self._slots if s.worker is not None and s.worker.process.poll() is None]

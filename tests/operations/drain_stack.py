@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -112,13 +114,24 @@ class DrainStack:
 
 @contextlib.contextmanager
 def drain_stack(
-    fault: FaultOpa, workdir: Path, *, workers: int = 1, envoy_fail_open: bool = True, grace: float = 5.0
+    fault: FaultOpa,
+    workdir: Path,
+    *,
+    workers: int = 1,
+    envoy_fail_open: bool = True,
+    grace: float = 5.0,
+    grpc_on_unix_socket: bool = False,
 ) -> Iterator[DrainStack]:
     fault.set(OPA_DENIES)
     grpc_port, http_port, probe_port = free_port(), free_port(), free_port()
+    grpc_addr = f"127.0.0.1:{grpc_port}"
+    socket_dir = ""
+    if grpc_on_unix_socket:
+        socket_dir = tempfile.mkdtemp(prefix="ds-")  # short: AF_UNIX paths are limited to about 107 bytes
+        grpc_addr = f"unix://{socket_dir}/authz.sock"
     command = serve_command(
         "--opa-url", fault.url,
-        "--grpc-addr", f"127.0.0.1:{grpc_port}",
+        "--grpc-addr", grpc_addr,
         "--http-addr", f"127.0.0.1:{http_port}",
         "--probe-addr", f"127.0.0.1:{probe_port}",
         "--ready-without-opa",
@@ -127,6 +140,8 @@ def drain_stack(
         "--decision-log", str(workdir / "decisions.jsonl"),
     )  # fmt: skip
     with contextlib.ExitStack() as cleanup:
+        if socket_dir:
+            cleanup.callback(shutil.rmtree, socket_dir, ignore_errors=True)
         upstream = cleanup.enter_context(EchoUpstream())
         with (workdir / "sidecar.stderr").open("wb") as err:
             sidecar = subprocess.Popen(
@@ -139,7 +154,7 @@ def drain_stack(
             if sidecar.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"sidecar did not start:\n{stack_stderr.read_text(errors='replace')}")
             time.sleep(0.02)
-        config = render_envoy(local_addresses(upstream.addr, f"127.0.0.1:{grpc_port}"))
+        config = render_envoy(local_addresses(upstream.addr, grpc_addr))
         envoy = start_envoy(fail_open(config) if envoy_fail_open else config, workdir / "envoy")
         cleanup.callback(envoy.stop)
         yield DrainStack(sidecar, envoy, workdir, fault)

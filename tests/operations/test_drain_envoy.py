@@ -40,3 +40,19 @@ async def test_a_burst_at_sigterm_is_answered_in_full(
     # check ends the drain: far from the 5 s grace.
     assert burst.drain_seconds < 2.0
     assert "Traceback" not in stderr
+
+
+async def test_a_burst_at_sigterm_is_answered_in_full_by_workers_on_a_unix_socket(
+    fault_opa: FaultOpa, tmp_path: Path
+) -> None:
+    # As shipped: Envoy reaches gRPC over a unix socket, here served by two workers.
+    with drain_stack(fault_opa, tmp_path, workers=2, grace=GRACE, grpc_on_unix_socket=True) as stack:
+        burst = await stack.burst_at_sigterm(BURST, GRACE)
+        stderr = stack.stderr()
+    assert dict(burst.statuses) == {403: BURST}, stderr
+    assert burst.envoy_counters.get("failure_mode_allowed", 0) == 0
+    assert burst.unlogged == []
+    assert len(burst.decisions) == BURST
+    assert burst.exit_code == 0
+    assert burst.drain_seconds < 2.0
+    assert "Traceback" not in stderr

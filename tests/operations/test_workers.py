@@ -1,15 +1,19 @@
-"""--workers N: processes share the ports, metrics add up across them, a dead
+"""--workers N: processes share the ports (TCP or unix sockets), metrics add up across them, a dead
 or stopped worker is replaced (and a stopped one gets no new connection
 meanwhile), and SIGTERM stops them all cleanly, even during a restart backoff."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -21,7 +25,8 @@ import pytest
 from sidecar._proto.envoy.service.auth.v3.external_auth_pb2 import CheckResponse
 from sidecar._proto.envoy.service.auth.v3.external_auth_pb2_grpc import AuthorizationStub
 from sidecar.cli import build_parser
-from sidecar.config import settings_from
+from sidecar.config import ListenAddress, settings_from
+from sidecar.listen_sockets import bind_exclusive, refuse_queued
 from sidecar.worker_link import HEARTBEAT_INTERVAL_SECONDS
 from sidecar.workers import HEARTBEAT_TIMEOUT_SECONDS, Supervisor, _next_backoff
 from tests.check_requests import check_request
@@ -162,27 +167,118 @@ def test_sigterm_stops_every_worker_and_exits_0(workers: subprocess.Popen[bytes]
     assert not any(alive(pid) for pid in pids)
 
 
-def test_workers_refuse_unix_sockets(fault_opa: FaultOpa, tmp_path: Path) -> None:
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sidecar",
-            "serve",
-            "--opa-url",
-            fault_opa.url,
-            "--grpc-addr",
-            f"unix://{tmp_path}/a.sock",
-            "--workers",
-            "2",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        timeout=30,
-        check=False,
-    )
-    assert done.returncode == 2
-    assert b"--workers" in done.stderr
+def accepted_by(pids: set[int], path: str) -> dict[int, int]:
+    """How many connections to the unix socket at ``path`` each process holds.
+
+    An accepted unix socket carries its listener's path (/proc/net/unix lists
+    it, state 03: connected); a client's is unnamed. Each is open in the
+    worker that accepted it."""
+    accepted = set()
+    for line in Path("/proc/net/unix").read_text().splitlines()[1:]:
+        fields = line.split()
+        if len(fields) == 8 and fields[7] == path and fields[5] == "03":
+            accepted.add(f"socket:[{fields[6]}]")
+    counts = dict.fromkeys(pids, 0)
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                counts[pid] += os.readlink(fd) in accepted
+    return counts
+
+
+async def checks_held_open(target: str, channels: int) -> tuple[list[int], list[grpc.aio.Channel]]:
+    """One check on each of ``channels`` new connections, left open to be counted."""
+    opened = [
+        grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
+        for _ in range(channels)
+    ]
+
+    async def check(channel: grpc.aio.Channel) -> int:
+        stub = AuthorizationStub(channel)  # type: ignore[no-untyped-call]
+        response: CheckResponse = await stub.Check(check_request(), timeout=5)
+        return int(response.status.code)
+
+    return list(await asyncio.gather(*(check(c) for c in opened))), opened
+
+
+def http_check_over(path: str) -> bytes:
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(5)
+        sock.connect(path)
+        sock.sendall(b"GET /ext_authz/x HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n")
+        return sock.recv(64).split(b"\r\n", 1)[0]
+
+
+def test_workers_serve_unix_sockets_created_with_their_mode(fault_opa: FaultOpa) -> None:
+    # Short: AF_UNIX paths are limited to about 107 bytes.
+    directory = Path(tempfile.mkdtemp(prefix="wu-"))
+    grpc_sock, http_sock, probe_sock = (str(directory / f"{name}.sock") for name in ("g", "h", "p"))
+    Path(grpc_sock).touch()  # a file that is no socket is not replaced: the start stops
+    Path(http_sock).touch()
+    argv = [sys.executable, "-m", "sidecar", "serve", "--opa-url", fault_opa.url, "--workers", "2"]
+    argv += ["--grpc-addr", f"unix://{grpc_sock}", "--http-addr", f"unix://{http_sock}"]
+    argv += ["--probe-addr", f"unix://{probe_sock}", "--unix-socket-mode", "0640", "--ready-without-opa"]
+    argv += ["--decision-log", str(directory / "d.jsonl")]
+    try:
+        refused = subprocess.run(argv, cwd=ROOT, capture_output=True, timeout=30, check=False)
+        assert refused.returncode == 2
+        assert f"cannot listen on --grpc-addr unix://{grpc_sock}".encode() in refused.stderr
+        assert not Path(probe_sock).exists()  # nothing bound, nothing left
+        os.remove(grpc_sock)
+        os.remove(http_sock)
+        with socket.socket(socket.AF_UNIX) as stale:  # a socket file left behind is replaced
+            stale.bind(http_sock)
+        stderr = directory / "stderr.log"
+        # umask 0: the mode must come from the flag, not from what the process inherits.
+        proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr.open("wb"), umask=0)
+        try:
+            wait_for(lambda: stderr.read_text().count("serving ext_authz v3 on") == 2, timeout=30)
+            pids = children(proc.pid)
+            assert len(pids) == 2
+            modes = {path: stat.S_IMODE(os.stat(path).st_mode) for path in (grpc_sock, http_sock, probe_sock)}
+            assert modes == dict.fromkeys(modes, 0o640)
+            assert all(stat.S_ISSOCK(os.stat(path).st_mode) for path in modes)
+
+            async def both_workers() -> tuple[list[int], dict[int, int]]:
+                codes, channels = await checks_held_open(f"unix://{grpc_sock}", 20)
+                try:
+                    return codes, accepted_by(pids, grpc_sock)
+                finally:
+                    for channel in channels:
+                        await channel.close(None)
+
+            codes, held = asyncio.run(both_workers())
+            assert codes == [0] * 20
+            assert sum(held.values()) == 20
+            assert all(count > 0 for count in held.values()), held
+            assert [http_check_over(http_sock) for _ in range(10)] == [b"HTTP/1.1 200 OK"] * 10
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(15) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert not any(alive(pid) for pid in pids)
+        # The parent removes the socket files it created, as gRPC does in one process.
+        assert not any(Path(path).exists() for path in modes)
+        assert len((directory / "d.jsonl").read_text().splitlines()) == 20 + 10
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_a_shut_unix_listener_closes_what_waits_in_its_queue(tmp_path: Path) -> None:
+    # On SIGTERM the parent shuts the gRPC listener. A TCP listener then resets the
+    # connections no worker accepted yet; a unix one only refuses new ones.
+    path = str(tmp_path / "q.sock")
+    listener = bind_exclusive("--grpc-addr", ListenAddress(unix_path=path), 0o600)
+    with listener, socket.socket(socket.AF_UNIX) as waiting, socket.socket(socket.AF_UNIX) as late:
+        waiting.connect(path)
+        waiting.settimeout(1)
+        listener.shutdown(socket.SHUT_RD)
+        with pytest.raises(ConnectionRefusedError):
+            late.connect(path)
+        assert refuse_queued(listener) == 1
+        assert waiting.recv(1) == b""  # at once, not when the listener closes
 
 
 async def check_on_a_new_connection(target: str, timeout: float) -> int | None:

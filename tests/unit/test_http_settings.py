@@ -50,9 +50,13 @@ def test_port_zero_may_repeat() -> None:
     check_combinations(replace(settings(), grpc_addr=any_port, http_addr=any_port, probe_addr=any_port))
 
 
-def test_workers_need_a_tcp_probe_listener() -> None:
-    with pytest.raises(ConfigError, match="--probe-addr"):
-        settings("--workers", "2", "--probe-addr", "unix:///run/probe.sock")
+def test_workers_take_unix_listeners() -> None:
+    """The --workers parent binds unix sockets as it binds TCP ports; the workers inherit them."""
+    unix = ["--grpc-addr", "unix:///run/g.sock", "--http-addr", "unix:///run/h.sock"]
+    s = settings("--workers", "2", *unix, "--probe-addr", "unix:///run/probe.sock")
+    assert (s.workers, s.probe_addr) == (2, ListenAddress(unix_path="/run/probe.sock"))
+    with pytest.raises(ConfigError, match="--grpc-addr, --http-addr and --probe-addr must all differ"):
+        settings("--workers", "2", *unix, "--probe-addr", "unix:///run/g.sock")
 
 
 @pytest.mark.parametrize(
