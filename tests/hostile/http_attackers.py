@@ -3,6 +3,7 @@ as fast as it can, and one that holds many connections open by sending slowly.""
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 from collections import Counter
@@ -28,6 +29,15 @@ def padded_head(method: str, target: str, header_bytes: int, header_count: int, 
     each = max(room // max(header_count, 1) - 12, 1)
     lines = [*fixed, *(f"x-pad-{i:03d}: {'p' * each}" for i in range(header_count))]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def ordinary_scheduling() -> None:
+    """The calling thread (or a child before it runs the attacker) back to the
+    ordinary scheduler. A run under SCHED_RR (chaos --realtime) is passed down to
+    every thread and child; an attacker that kept it would starve what it attacks,
+    which no pod's CPU limits allow."""
+    if os.sched_getscheduler(0) != os.SCHED_OTHER:
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
 
 
 @dataclass
@@ -56,6 +66,7 @@ class LargestRequests:
                 self._workers.append(worker)
 
     def _send(self, target: Target) -> None:
+        ordinary_scheduling()
         while not self._stop.is_set():
             try:
                 status = exchange(target.address, target.request, timeout=10).status
@@ -86,6 +97,7 @@ class SlowConnections:
         self._worker.start()
 
     def _hold(self) -> None:
+        ordinary_scheduling()
         head = b"POST /v1/check HTTP/1.1\r\nhost: a\r\nx-slow: " + b"s" * 10_000
         held: list[tuple[socket.socket, int, tuple[str, int] | str]] = []
         try:

@@ -22,6 +22,7 @@ from typing import Protocol
 from tests.adversarial.chaos_report import STARVED_MS
 from tests.adversarial.process_monitor import Sampler, cpu_waited_ms, sample
 from tests.e2e.stack import Stack
+from tests.hostile.http_attackers import ordinary_scheduling
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Envoy's ext_authz timeout in the shipped configuration: an answer later than
@@ -54,8 +55,12 @@ class AttackProcess:
             stdout=subprocess.PIPE,
             cwd=REPO_ROOT,
             text=True,
-            preexec_fn=lambda: os.nice(self.niceness),
+            preexec_fn=self._lowered,
         )
+
+    def _lowered(self) -> None:
+        ordinary_scheduling()
+        os.nice(self.niceness)
 
     def stop(self) -> None:
         assert self._process is not None
