@@ -34,26 +34,9 @@ def test_back_to_back_runs_add_up_as_one() -> None:
     # The soak runs its checks in pieces shorter than the sidecar's 60 s connection age.
     from bench.loadgen import Load, combined
 
-    first = Load(
-        completed=900,
-        errors=0,
-        started=901,
-        seconds=9.0,
-        p50_ms=1.0,
-        p90_ms=2.0,
-        p99_ms=3.0,
-        loadgen_cpu_s=1.0,
-    )
-    second = Load(
-        completed=100,
-        errors=1,
-        started=102,
-        seconds=1.0,
-        p50_ms=5.0,
-        p90_ms=6.0,
-        p99_ms=7.0,
-        loadgen_cpu_s=0.5,
-    )
+    # completed, errors, started, seconds, p50, p90, p99, load generator CPU
+    first = Load(900, 0, 901, 9.0, 1.0, 2.0, 3.0, 1.0)
+    second = Load(100, 1, 102, 1.0, 5.0, 6.0, 7.0, 0.5)
     both = combined([first, second])
     assert (both.completed, both.errors, both.started, both.seconds) == (1000, 1, 1003, 10.0)
     assert both.rate == 100.0
