@@ -31,8 +31,9 @@ __all__ = ["render_attributes"]
 def render_attributes(
     ac: attribute_context_pb2.AttributeContext, headers: dict[str, str] | None = None
 ) -> dict[str, Any]:
-    """``headers``: the request's headers as a dict already made from
-    ``ac.request.http.headers``, taken as is instead of copied again."""
+    """``headers``: the request's headers as the sidecar read them
+    (sidecar/envoy/headers.py: from the raw header map when Envoy sent one),
+    rendered as they are instead of from the string map."""
     out: dict[str, Any] = {}
     if ac.HasField("source"):
         out["source"] = _peer(ac.source)
@@ -139,8 +140,10 @@ def _http(
         out["id"] = http.id
     if http.method:
         out["method"] = http.method
-    if http.headers:
-        out["headers"] = dict(http.headers) if headers is None else headers
+    if headers is not None:
+        out["headers"] = headers
+    elif http.headers:
+        out["headers"] = dict(http.headers)
     if http.HasField("header_map"):
         out["headerMap"] = _header_map(http.header_map)
     if http.path:

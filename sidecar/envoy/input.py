@@ -62,11 +62,8 @@ def build_input(
     data = request_body_bytes(http.body, http.raw_body)
     # protomap renders a message field only when it is present, even if empty.
     if request.HasField("attributes"):
-        # With raw headers (encode_raw_headers) their text is what policies read
-        # as headers; without, `headers` is a copy of the string map.
-        doc["attributes"] = render_attributes(attrs, headers if http.headers else None)
-        if http.header_map.headers:
-            doc["attributes"]["request"]["http"]["headers"] = headers
+        # Raw headers (encode_raw_headers) also appear where policies read headers.
+        doc["attributes"] = render_attributes(attrs, headers or None)
         if data and not http.body:
             _add_text_body(doc["attributes"], data)
     parsed_path, parsed_query = parse_path_and_query(http.path)
