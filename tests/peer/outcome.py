@@ -18,7 +18,8 @@ import grpc
 from google.protobuf.json_format import MessageToDict
 
 from sidecar._proto.envoy.config.core.v3.base_pb2 import HeaderValueOption
-from sidecar._proto.envoy.service.auth.v3.external_auth_pb2 import CheckResponse
+from sidecar._proto.envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
+from sidecar._proto.envoy.service.auth.v3.external_auth_pb2_grpc import AuthorizationStub
 
 ECHO_HEADER = "x-input"
 # Metadata keys each side writes for itself.
@@ -123,3 +124,17 @@ def _paths_differing(a: Any, b: Any, at: str) -> list[tuple[str, Any, Any]]:
             found += _paths_differing(a.get(key), b.get(key), f"{at}/{key}")
         return found
     return [] if a == b else [(at, a, b)]
+
+
+async def ask_over_grpc(target: str, requests: list[CheckRequest]) -> list[Outcome]:
+    """Each request's outcome from the ext_authz server at ``target``, one at a time;
+    a gRPC error is an outcome too."""
+    outcomes = []
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = AuthorizationStub(channel)  # type: ignore[no-untyped-call]
+        for request in requests:
+            try:
+                outcomes.append(outcome_of(await stub.Check(request, timeout=5.0)))
+            except grpc.aio.AioRpcError as error:
+                outcomes.append(error_outcome(error))
+    return outcomes

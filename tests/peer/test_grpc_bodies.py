@@ -16,17 +16,15 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 
 from sidecar._proto.envoy.service.auth.v3.external_auth_pb2 import CheckRequest
-from sidecar._proto.envoy.service.auth.v3.external_auth_pb2_grpc import AuthorizationStub
 from sidecar.envoy.grpc_body import GrpcMethods
 from tests.fixtures.grpc_messages import PLACE, Messages, frame, grpc_check, write_descriptor_set
 from tests.fixtures.opa import OpaProcess
 from tests.fixtures.sidecar import running_sidecar
 from tests.peer.conftest import DECISION_PATH
-from tests.peer.outcome import Outcome, error_outcome, outcome_of
+from tests.peer.outcome import Outcome, ask_over_grpc, outcome_of
 from tests.peer.plugin_process import PluginProcess, plugin_binary, start_plugin
 
 pytestmark = pytest.mark.skipif(plugin_binary() is None, reason="the OPA-Envoy plugin is not installed")
@@ -182,18 +180,6 @@ def grpc_plugin(descriptor_set: Path, peer_files: list[Path]) -> Iterator[Plugin
     process.stop()
 
 
-async def _plugin_outcomes(plugin: PluginProcess, requests: list[CheckRequest]) -> list[Outcome]:
-    outcomes = []
-    async with grpc.aio.insecure_channel(plugin.grpc_target) as channel:
-        stub = AuthorizationStub(channel)  # type: ignore[no-untyped-call]
-        for request in requests:
-            try:
-                outcomes.append(outcome_of(await stub.Check(request, timeout=5.0)))
-            except grpc.aio.AioRpcError as error:
-                outcomes.append(error_outcome(error))
-    return outcomes
-
-
 def _seen(outcome: Outcome) -> ParsedBody | str:
     if outcome.kind == "deny" and outcome.http_status == 400:
         return "400"
@@ -228,7 +214,7 @@ async def test_grpc_bodies_parse_alike_or_differ_as_the_readme_says(
         peer_opa.url, decision_path=DECISION_PATH, opa_timeout=2.0, proto_descriptor=methods
     ) as sidecar:
         ours = [_seen(outcome_of(await sidecar.check(r, timeout=5.0))) for r in requests]
-    theirs = [_seen(outcome) for outcome in await _plugin_outcomes(grpc_plugin, requests)]
+    theirs = [_seen(outcome) for outcome in await ask_over_grpc(grpc_plugin.grpc_target, requests)]
     wrong = []
     for case, mine, plugin in zip(CASES, ours, theirs, strict=True):
         expected_plugin = mine if case.plugin is None else _normalised(case.plugin(messages))

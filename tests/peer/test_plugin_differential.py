@@ -12,18 +12,16 @@ from __future__ import annotations
 import collections
 from typing import Any
 
-import grpc
 import pytest
 
 from sidecar._proto.envoy.service.auth.v3.external_auth_pb2 import CheckRequest
-from sidecar._proto.envoy.service.auth.v3.external_auth_pb2_grpc import AuthorizationStub
 from tests.fixtures.opa import OpaProcess
 from tests.fixtures.sidecar import running_sidecar
 from tests.peer.conftest import DECISION_PATH
 from tests.peer.corpus import generated_cases, named_cases
 from tests.peer.deliberate import explain
 from tests.peer.documented_plugin import DocumentedPlugin
-from tests.peer.outcome import Outcome, differences, error_outcome, outcome_of
+from tests.peer.outcome import Outcome, ask_over_grpc, differences, outcome_of
 from tests.peer.plugin_process import plugin_binary
 
 PEERS = ["documented", *(["plugin"] if plugin_binary() else [])]
@@ -44,15 +42,7 @@ async def ask_peer(kind: str, fixtures: pytest.FixtureRequest, requests: list[Ch
         model = DocumentedPlugin(fixtures.getfixturevalue("peer_opa"), DECISION_PATH)
         return [await model.check(r) for r in requests]
     plugin = fixtures.getfixturevalue("plugin")
-    outcomes = []
-    async with grpc.aio.insecure_channel(plugin.grpc_target) as channel:
-        stub = AuthorizationStub(channel)  # type: ignore[no-untyped-call]
-        for request in requests:
-            try:
-                outcomes.append(outcome_of(await stub.Check(request, timeout=5.0)))
-            except grpc.aio.AioRpcError as error:
-                outcomes.append(error_outcome(error))
-    return outcomes
+    return await ask_over_grpc(plugin.grpc_target, requests)
 
 
 def show(sidecar: Outcome, decision: dict[str, Any], peer: Outcome) -> str:
