@@ -11,8 +11,10 @@ import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -120,6 +122,17 @@ async def _presents(handle: SidecarHandle, trusted: Path, client: CertPair | Non
     return await asyncio.to_thread(served_certificate, handle.sidecar.grpc_port, trusted, pair)
 
 
+def _serving_tls(opa_url: str, keys: KeyDir, **overrides: Any) -> AbstractAsyncContextManager[SidecarHandle]:
+    """A sidecar serving gRPC over TLS with the certificate and key in ``keys``."""
+    return running_sidecar(
+        opa_url,
+        opa_timeout=_OPA_TIMEOUT,
+        grpc_tls_cert=keys.path("tls.crt"),
+        grpc_tls_key=keys.path("tls.key"),
+        **overrides,
+    )
+
+
 @pytest.fixture
 def trusted(pki: Pki, next_pki: Pki, tmp_path: Path) -> Path:
     """What clients trust while the server certificate moves to the next CA."""
@@ -130,12 +143,7 @@ async def test_metrics_exist_at_zero_before_any_rotation(
     fault_opa: FaultOpa, pki: Pki, tmp_path: Path
 ) -> None:
     keys = KeyDir(tmp_path / "keys", _server_files(pki.server))
-    async with running_sidecar(
-        fault_opa.url,
-        opa_timeout=_OPA_TIMEOUT,
-        grpc_tls_cert=keys.path("tls.crt"),
-        grpc_tls_key=keys.path("tls.key"),
-    ) as handle:
+    async with _serving_tls(fault_opa.url, keys) as handle:
         expo = handle.sidecar.metrics.exposition()
     for material in ("grpc_listener", "opa_client"):
         assert metric(expo, "opa_sidecar_tls_files_rejected", material=material) == 0
@@ -147,12 +155,7 @@ async def test_certificate_and_key_swapped_together_are_served_without_a_failed_
     fault_opa: FaultOpa, pki: Pki, next_pki: Pki, trusted: Path, tmp_path: Path
 ) -> None:
     keys = KeyDir(tmp_path / "keys", _server_files(pki.server))
-    async with running_sidecar(
-        fault_opa.url,
-        opa_timeout=_OPA_TIMEOUT,
-        grpc_tls_cert=keys.path("tls.crt"),
-        grpc_tls_key=keys.path("tls.key"),
-    ) as handle:
+    async with _serving_tls(fault_opa.url, keys) as handle:
         assert await _presents(handle, trusted) == der(pki.server.cert)
         async with under_load(Load(f"127.0.0.1:{handle.sidecar.grpc_port}", trusted)) as load:
             keys.rotate(_server_files(next_pki.server))
@@ -181,12 +184,7 @@ async def test_a_half_written_file_keeps_the_old_pair_until_the_write_completes(
     keys = KeyDir(tmp_path / "keys", _server_files(pki.server))
     new = _server_files(next_pki.server)
     caplog.set_level(logging.INFO, logger="sidecar.tls_reload")
-    async with running_sidecar(
-        fault_opa.url,
-        opa_timeout=_OPA_TIMEOUT,
-        grpc_tls_cert=keys.path("tls.crt"),
-        grpc_tls_key=keys.path("tls.key"),
-    ) as handle:
+    async with _serving_tls(fault_opa.url, keys) as handle:
         async with under_load(Load(f"127.0.0.1:{handle.sidecar.grpc_port}", trusted)) as load:
             write_half(keys.path(half), new[half])
             await wait_until(lambda: _rejected(handle) == 1)
@@ -213,13 +211,7 @@ async def test_client_ca_rotation_refuses_the_old_issuer_on_new_connections(
 ) -> None:
     keys = KeyDir(tmp_path / "keys", {**_server_files(pki.server), "ca.crt": pki.ca})
     both = bundle(tmp_path / "both-cas.pem", pki.ca, next_pki.ca)
-    async with running_sidecar(
-        fault_opa.url,
-        opa_timeout=_OPA_TIMEOUT,
-        grpc_tls_cert=keys.path("tls.crt"),
-        grpc_tls_key=keys.path("tls.key"),
-        grpc_client_ca=keys.path("ca.crt"),
-    ) as handle:
+    async with _serving_tls(fault_opa.url, keys, grpc_client_ca=keys.path("ca.crt")) as handle:
         target = f"127.0.0.1:{handle.sidecar.grpc_port}"
 
         async def fresh_check(client: CertPair) -> str:
@@ -249,13 +241,7 @@ async def test_a_broken_client_ca_keeps_the_old_one(
     fault_opa: FaultOpa, pki: Pki, next_pki: Pki, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     keys = KeyDir(tmp_path / "keys", {**_server_files(pki.server), "ca.crt": pki.ca})
-    async with running_sidecar(
-        fault_opa.url,
-        opa_timeout=_OPA_TIMEOUT,
-        grpc_tls_cert=keys.path("tls.crt"),
-        grpc_tls_key=keys.path("tls.key"),
-        grpc_client_ca=keys.path("ca.crt"),
-    ) as handle:
+    async with _serving_tls(fault_opa.url, keys, grpc_client_ca=keys.path("ca.crt")) as handle:
         target = f"127.0.0.1:{handle.sidecar.grpc_port}"
         async with under_load(Load(target, pki.ca, pki.client)) as load:
             write_half(keys.path("ca.crt"), next_pki.ca)
