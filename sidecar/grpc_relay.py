@@ -20,6 +20,8 @@ import socket
 import tempfile
 from typing import cast
 
+from sidecar.listen_sockets import BACKLOG
+
 log = logging.getLogger("sidecar.relay")
 
 
@@ -88,11 +90,14 @@ class GrpcRelay:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        if self._listening.family == socket.AF_UNIX:
-            # The call meant for unix sockets (uvloop accepts one in create_server too).
-            self._server = await loop.create_unix_server(self._accepted, sock=self._listening)
+        # The call meant for unix sockets (uvloop accepts one in create_server
+        # too). Either listens on the socket again: with the loop's default
+        # queue (100) unless told otherwise.
+        sock = self._listening
+        if sock.family == socket.AF_UNIX:
+            self._server = await loop.create_unix_server(self._accepted, sock=sock, backlog=BACKLOG)
         else:
-            self._server = await loop.create_server(self._accepted, sock=self._listening)
+            self._server = await loop.create_server(self._accepted, sock=sock, backlog=BACKLOG)
 
     def stop_accepting(self) -> None:
         """Take no new connection from the shared queue (the other workers still

@@ -23,7 +23,7 @@ from sidecar.http_guard import ConnectionTable, GuardedRequestHandler
 from sidecar.http_limits import HttpLimits
 from sidecar.http_refusal import Refuser
 from sidecar.library_logs import withhold_request_data
-from sidecar.listen_sockets import created_with_mode
+from sidecar.listen_sockets import BACKLOG, created_with_mode
 from sidecar.metrics import Metrics
 from sidecar.readiness import Readiness
 
@@ -100,15 +100,18 @@ class HttpListener:
         try:
             if self._sock is not None and self._sock.family == socket.AF_UNIX:
                 # Its file was created, with the mode, by the parent that bound it.
-                self._server = await loop.create_unix_server(connection, sock=self._sock)
+                # The loop listens on it again, with its default queue unless told.
+                self._server = await loop.create_unix_server(connection, sock=self._sock, backlog=BACKLOG)
             elif self._sock is not None:
-                self._server = await loop.create_server(connection, sock=self._sock)
+                self._server = await loop.create_server(connection, sock=self._sock, backlog=BACKLOG)
                 self.port = self._sock.getsockname()[1]
             elif self._addr.unix_path is not None:
                 # Nothing else runs on the loop before the first checks, and the
                 # call binds before it awaits anything.
                 with created_with_mode(self._unix_socket_mode):
-                    self._server = await loop.create_unix_server(connection, self._addr.unix_path)
+                    self._server = await loop.create_unix_server(
+                        connection, self._addr.unix_path, backlog=BACKLOG
+                    )
             else:
                 self._server = await loop.create_server(
                     connection,
@@ -117,6 +120,7 @@ class HttpListener:
                     family=socket.AF_INET6 if ":" in self._addr.host else socket.AF_INET,
                     reuse_address=True,
                     reuse_port=self._reuse_port or None,
+                    backlog=BACKLOG,
                 )
                 self.port = self._server.sockets[0].getsockname()[1]
         except OSError:

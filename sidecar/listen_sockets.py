@@ -23,7 +23,12 @@ from collections.abc import Iterator
 
 from sidecar.config import ListenAddress
 
-BACKLOG = 1024
+# Connections the kernel queues for a listener before it drops new SYNs (it
+# caps this at net.core.somaxconn). A dropped SYN is retried after a second,
+# far past Envoy's connect timeout, so a burst of connects from one client
+# while the loop is busy would fail Envoy's next new connection: an error,
+# which a fail-open Envoy lets through. The event loop's default is 100.
+BACKLOG = 4096
 
 
 class ListenError(Exception):
