@@ -470,7 +470,7 @@ SERVE_OPTIONS: tuple[Option, ...] = (
         "--http-max-connections",
         "http_max_connections",
         _int_range(1, 100_000),
-        "open connections on --http-addr; one more closes the oldest that has no request in hand",
+        "open connections on --http-addr; one more evicts one not answering a whole request",
         "128",
     ),
     Option(

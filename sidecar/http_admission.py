@@ -15,6 +15,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
+from sidecar.http_guard import GuardedRequestHandler
 from sidecar.http_limits import HttpLimits
 from sidecar.http_refusal import BAD_REQUEST, HEADERS_TOO_LARGE, TIMEOUT, TOO_LARGE, Refuser
 
@@ -59,6 +60,13 @@ def head_limit(limits: HttpLimits, refuser: Refuser) -> Callable[..., Awaitable[
     return within
 
 
+EVICTED = "connection evicted at the connection cap before its body was complete"
+
+
+def _evicted(conn: GuardedRequestHandler | None) -> bool:
+    return conn is not None and conn.evicted_reading_body
+
+
 def admission(
     limits: HttpLimits, refuser: Refuser, turns: LoopTurns
 ) -> Callable[..., Awaitable[web.StreamResponse]]:
@@ -68,16 +76,26 @@ def admission(
         declared = request.content_length
         if declared is not None and declared > limit:
             return refuser.refuse(TOO_LARGE, f"body over {limit} bytes").response()
+        # The connection's eviction at the cap ends the body's read (http_guard.py).
+        conn = request.protocol if isinstance(request.protocol, GuardedRequestHandler) else None
         try:
-            async with asyncio.timeout(limits.body_timeout):
+            async with asyncio.timeout(limits.body_timeout) as scope:
+                if conn is not None:
+                    conn.reading_body(scope)
                 body = await request.read()
         except TimeoutError:
-            return refuser.refuse(TIMEOUT, f"body not complete within {limits.body_timeout:g} s").response()
+            detail = f"body not complete within {limits.body_timeout:g} s"
+            return refuser.refuse(TIMEOUT, EVICTED if _evicted(conn) else detail).response()
         except web.HTTPRequestEntityTooLarge:
             return refuser.refuse(TOO_LARGE, f"body over {limit} bytes").response()
         except (HttpProcessingError, RequestPayloadError, ConnectionError) as exc:
             detail = f"body not read ({type(exc).__name__})"
             return refuser.refuse(BAD_REQUEST, detail).response()
+        finally:
+            if conn is not None:
+                conn.body_done()
+        if _evicted(conn):  # the body was complete as the eviction came: still refused
+            return refuser.refuse(TIMEOUT, EVICTED).response()
         if len(body) > SMALL_BODY_BYTES:
             await turns.take()
         return await handler(request)

@@ -28,22 +28,26 @@ log = logging.getLogger("sidecar.http")
 class Phase(enum.Enum):
     NEW = "new"  # connected, nothing received yet
     HEAD = "head"  # receiving a request's line and headers
-    BUSY = "busy"  # headers complete: body, handler, response
+    BODY = "body"  # headers complete, its body being read (sidecar/http_admission.py)
+    BUSY = "busy"  # headers complete: handler, response
     IDLE = "idle"  # kept alive between requests
 
 
 # Evicted first when the cap is reached: connections that have not finished
-# sending a request (the slow client's), then idle ones; within each, the one
-# that has served the fewest requests (a proxy's pooled connection has served
-# many), then the oldest.
-_EVICTION_ORDER = {Phase.NEW: 0, Phase.HEAD: 0, Phase.IDLE: 1}
+# sending a request's head (the slow client's), then those whose body is still
+# arriving (a proxy sends a buffered body at once; the request is refused, a
+# deny), then idle ones (closing one as a proxy reuses it is an error to the
+# proxy, which a fail-open Envoy lets through); within each, the one that has
+# served the fewest requests (a proxy's pooled connection has served many),
+# then the oldest.
+_EVICTION_ORDER = {Phase.NEW: 0, Phase.HEAD: 0, Phase.BODY: 1, Phase.IDLE: 2}
 
 
 class ConnectionTable:
-    """At most ``cap`` connections. A connection over the cap evicts the
-    oldest one that has no request in hand, so a client holding many idle or
+    """At most ``cap`` connections. A connection over the cap evicts one that
+    is not answering a request it has whole, so a client holding many idle or
     half-sent connections cannot lock Envoy (or the kubelet) out; only when
-    every connection is busy with a request is the newcomer closed."""
+    every connection is busy with a whole request is the newcomer closed."""
 
     def __init__(self, cap: int) -> None:
         self._cap = cap
@@ -122,6 +126,8 @@ class GuardedRequestHandler(web.RequestHandler):
         self._head_bytes = 0  # head bytes of the request being received
         self._busy_bytes = 0  # bytes received while a request is in hand
         self._deadline: asyncio.TimerHandle | None = None
+        self._body_read: asyncio.Timeout | None = None
+        self.evicted_reading_body = False
 
     @property
     def served(self) -> int:
@@ -145,8 +151,24 @@ class GuardedRequestHandler(web.RequestHandler):
     def evict(self) -> None:
         if self.phase is Phase.HEAD:
             self._refuse(TIMEOUT, "connection evicted at the connection cap before its headers were complete")
+        elif self.phase is Phase.BODY and self._body_read is not None:
+            # The body's read ends now, and its reader refuses the request.
+            self.evicted_reading_body = True
+            self._body_read.reschedule(self._loop_ref.time())
         else:
             self.force_close()
+
+    # -- the body, read by the admission middleware
+
+    def reading_body(self, scope: asyncio.Timeout) -> None:
+        """The body is being read within `scope`, which eviction ends."""
+        self._body_read = scope
+        self._enter(Phase.BODY)
+
+    def body_done(self) -> None:
+        self._body_read = None
+        if self.phase is Phase.BODY:
+            self._enter(Phase.BUSY)
 
     # -- reading
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -180,6 +181,43 @@ async def test_slow_clients_at_the_cap_give_way_and_probes_answer(sidecar: Sidec
     assert health == [200] * 3
     assert len(sidecar.sidecar.http.connections) <= cap
     assert sidecar.sidecar.http.connections.evicted >= cap
+
+
+async def test_slow_bodies_at_the_cap_give_way_each_as_a_recorded_deny(sidecar: SidecarHandle) -> None:
+    """A request whose headers are complete but whose body trickles in holds its
+    connection until the body timeout. At the cap a newcomer evicts the oldest
+    such request, answered 408 and recorded, so a client holding bodies cannot
+    lock Envoy out (a connection turned away is an error a fail-open Envoy
+    lets through)."""
+    cap = LIMITS["http_max_connections"]
+    body_head = head("/v1/check", "content-length: 100", "content-type: application/json", method="POST")
+
+    def hold_then_ask() -> tuple[RawAnswer, RawAnswer, float]:
+        held: list[socket.socket] = []
+        try:
+            started = time.monotonic()
+            for _ in range(cap):
+                sock = connect(authz(sidecar))
+                sock.sendall(body_head + b'{"a": ')
+                held.append(sock)
+            time.sleep(0.05)  # every head read: all eight wait for their bodies
+            check = exchange(authz(sidecar), head("/ext_authz/orders"))
+            took = time.monotonic() - started
+            return check, read_answer(held[0], timeout=1), took
+        finally:
+            for sock in held:
+                sock.close()
+
+    check, evicted, took = await asyncio.to_thread(hold_then_ask)
+    # Within the body timeout: the newcomer got in by eviction, not because a
+    # held request had timed out.
+    assert took < LIMITS["http_body_timeout"], took
+    assert check.status == 200
+    assert evicted.status == 408
+    refused = {d["decision_id"]: d for d in sidecar.decisions()}[evicted.headers[DECISION_HEADER]]
+    assert refused["http_status"] == 408
+    assert "connection cap" in refused["detail"], refused
+    assert sidecar.sidecar.http.connections.evicted >= 1
 
 
 async def test_probes_answer_while_checks_flood_the_authorization_listener(sidecar: SidecarHandle) -> None:
