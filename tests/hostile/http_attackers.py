@@ -82,8 +82,9 @@ class LargestRequests:
 
 
 class SlowConnections:
-    """`count` connections per address, each sending a request head one byte at
-    a time; a connection the server closes is opened again."""
+    """`count` connections per address, every other one sending a request head
+    one byte at a time, the rest a whole head and then its body one byte at a
+    time; a connection the server closes is opened again."""
 
     def __init__(self, addresses: list[tuple[str, int] | str], count: int, byte_every_s: float = 0.2) -> None:
         self._addresses = addresses
@@ -98,24 +99,30 @@ class SlowConnections:
 
     def _hold(self) -> None:
         ordinary_scheduling()
-        head = b"POST /v1/check HTTP/1.1\r\nhost: a\r\nx-slow: " + b"s" * 10_000
-        held: list[tuple[socket.socket, int, tuple[str, int] | str]] = []
+        slow_head = b"POST /v1/check HTTP/1.1\r\nhost: a\r\nx-slow: " + b"s" * 10_000
+        whole_head = b"POST /v1/check HTTP/1.1\r\nhost: a\r\ncontent-type: application/json\r\n"
+        whole_head += b"content-length: 60000\r\n\r\n"
+        slow_body = b'{"a": "' + b"b" * 10_000
+        held: list[tuple[socket.socket, bytes, int]] = []
         try:
             while not self._stop.is_set():
                 while len(held) < self._count * len(self._addresses):
-                    address = self._addresses[len(held) % len(self._addresses)]
+                    rounds, at = divmod(len(held), len(self._addresses))
+                    trickle_body = rounds % 2 == 1  # both kinds on every address
                     try:
-                        sock = connect(address)
+                        sock = connect(self._addresses[at])
+                        if trickle_body:
+                            sock.sendall(whole_head)
                     except OSError:
                         break
                     sock.setblocking(False)
-                    held.append((sock, 0, address))
+                    held.append((sock, slow_body if trickle_body else slow_head, 0))
                     self.opened += 1
                 kept = []
-                for sock, sent, address in held:
+                for sock, data, sent in held:
                     try:
-                        sock.send(head[sent : sent + 1])
-                        kept.append((sock, sent + 1, address))
+                        sock.send(data[sent : sent + 1])
+                        kept.append((sock, data, sent + 1))
                     except OSError:  # closed by the server: open another
                         sock.close()
                 held = kept
