@@ -41,6 +41,10 @@ class Phase(enum.Enum):
 # served the fewest requests (a proxy's pooled connection has served many),
 # then the oldest.
 _EVICTION_ORDER = {Phase.NEW: 0, Phase.HEAD: 0, Phase.BODY: 1, Phase.IDLE: 2}
+# A proxy sends a buffered body with its headers, so it is whole within a few
+# turns of the loop; a body still arriving this long after its headers is a
+# slow client's, and only then may the cap take its connection.
+BODY_GRACE_S = 0.05
 
 
 class ConnectionTable:
@@ -58,23 +62,36 @@ class ConnectionTable:
     def __len__(self) -> int:
         return len(self._open)
 
-    def admit(self, conn: GuardedRequestHandler) -> bool:
+    def admit(self, conn: GuardedRequestHandler, now: float) -> bool:
+        victim = None
         if len(self._open) >= self._cap:
-            victim = self._eviction_candidate()
+            victim = self._eviction_candidate(now)
             if victim is None:
                 self.turned_away += 1
                 return False
             self.evicted += 1
             self.leave(victim)  # gone now, though its close completes later
-            victim.evict()
         self._open[conn] = None
+        if victim is not None:
+            # After the newcomer is in: connection_made must not raise, or the
+            # newcomer would never be read (nor answered, nor closed).
+            try:
+                victim.evict()
+            except Exception as exc:
+                log.error("evicting an HTTP connection failed, closing it: %s", describe(exc))
+                victim.force_close()
         return True
 
     def leave(self, conn: GuardedRequestHandler) -> None:
         self._open.pop(conn, None)
 
-    def _eviction_candidate(self) -> GuardedRequestHandler | None:
-        candidates = [c for c in self._open if c.phase in _EVICTION_ORDER]
+    def _eviction_candidate(self, now: float) -> GuardedRequestHandler | None:
+        grace_start = now - BODY_GRACE_S
+        candidates = [
+            c
+            for c in self._open
+            if c.phase in _EVICTION_ORDER and not (c.phase is Phase.BODY and c.phase_since > grace_start)
+        ]
         if not candidates:
             return None
         return min(candidates, key=lambda c: (_EVICTION_ORDER[c.phase], c.served, c.phase_since))
@@ -138,7 +155,7 @@ class GuardedRequestHandler(web.RequestHandler):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        if not self._table.admit(self):
+        if not self._table.admit(self, self._loop_ref.time()):
             self.force_close()
             return
         self._arm(self._limits.header_timeout)
@@ -151,10 +168,15 @@ class GuardedRequestHandler(web.RequestHandler):
     def evict(self) -> None:
         if self.phase is Phase.HEAD:
             self._refuse(TIMEOUT, "connection evicted at the connection cap before its headers were complete")
-        elif self.phase is Phase.BODY and self._body_read is not None:
-            # The body's read ends now, and its reader refuses the request.
-            self.evicted_reading_body = True
-            self._body_read.reschedule(self._loop_ref.time())
+        elif self.phase is Phase.BODY:
+            # The body's read ends now, its reader refuses the request, and the
+            # connection closes after that answer instead of reading on for the
+            # rest of the body: it no longer counts at the cap.
+            self._lingering_time = 0.0
+            scope = self._body_read
+            if scope is not None and not scope.expired():  # else its own timeout ends it
+                self.evicted_reading_body = True
+                scope.reschedule(self._loop_ref.time())
         else:
             self.force_close()
 

@@ -100,7 +100,6 @@ class HttpListener:
         try:
             if self._sock is not None and self._sock.family == socket.AF_UNIX:
                 # Its file was created, with the mode, by the parent that bound it.
-                # The loop listens on it again, with its default queue unless told.
                 self._server = await loop.create_unix_server(connection, sock=self._sock, backlog=BACKLOG)
             elif self._sock is not None:
                 self._server = await loop.create_server(connection, sock=self._sock, backlog=BACKLOG)

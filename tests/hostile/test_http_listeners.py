@@ -183,41 +183,63 @@ async def test_slow_clients_at_the_cap_give_way_and_probes_answer(sidecar: Sidec
     assert sidecar.sidecar.http.connections.evicted >= cap
 
 
-async def test_slow_bodies_at_the_cap_give_way_each_as_a_recorded_deny(sidecar: SidecarHandle) -> None:
+async def test_slow_bodies_at_the_cap_give_way_each_as_a_recorded_deny(fault_opa: FaultOpa) -> None:
     """A request whose headers are complete but whose body trickles in holds its
     connection until the body timeout. At the cap a newcomer evicts the oldest
-    such request, answered 408 and recorded, so a client holding bodies cannot
-    lock Envoy out (a connection turned away is an error a fail-open Envoy
-    lets through)."""
-    cap = LIMITS["http_max_connections"]
+    such request, answered 408, recorded, and closed at once (it no longer
+    counts at the cap), so a client holding bodies cannot lock Envoy out (a
+    connection turned away is an error a fail-open Envoy lets through)."""
+    fault_opa.set(Behaviour.json({"result": True}))
+    cap, body_timeout = LIMITS["http_max_connections"], 2.0
     body_head = head("/v1/check", "content-length: 100", "content-type: application/json", method="POST")
 
-    def hold_then_ask() -> tuple[RawAnswer, RawAnswer, float]:
+    def hold_then_ask(handle: SidecarHandle) -> tuple[RawAnswer, RawAnswer, float, float]:
         held: list[socket.socket] = []
         try:
             started = time.monotonic()
             for _ in range(cap):
-                sock = connect(authz(sidecar))
+                sock = connect(authz(handle))
                 sock.sendall(body_head + b'{"a": ')
                 held.append(sock)
-            time.sleep(0.05)  # every head read: all eight wait for their bodies
-            check = exchange(authz(sidecar), head("/ext_authz/orders"))
+            # Every head read, and every body past the grace a proxy's body gets.
+            time.sleep(0.3)
+            check = exchange(authz(handle), head("/ext_authz/orders"))
             took = time.monotonic() - started
-            return check, read_answer(held[0], timeout=1), took
+            evicted = read_answer(held[0], timeout=1)
+            return check, evicted, took, _closed_within(held[0], 2.0)
         finally:
             for sock in held:
                 sock.close()
 
-    check, evicted, took = await asyncio.to_thread(hold_then_ask)
+    async with running_sidecar(fault_opa.url, **{**LIMITS, "http_body_timeout": body_timeout}) as handle:
+        check, evicted, took, closed_after = await asyncio.to_thread(hold_then_ask, handle)
+        decisions = handle.decisions()
+        evictions = handle.sidecar.http.connections.evicted
     # Within the body timeout: the newcomer got in by eviction, not because a
     # held request had timed out.
-    assert took < LIMITS["http_body_timeout"], took
+    assert took < body_timeout, took
     assert check.status == 200
     assert evicted.status == 408
-    refused = {d["decision_id"]: d for d in sidecar.decisions()}[evicted.headers[DECISION_HEADER]]
+    refused = {d["decision_id"]: d for d in decisions}[evicted.headers[DECISION_HEADER]]
     assert refused["http_status"] == 408
     assert "connection cap" in refused["detail"], refused
-    assert sidecar.sidecar.http.connections.evicted >= 1
+    assert evictions >= 1
+    # Not kept open for the rest of its body (aiohttp's lingering: 1 s here).
+    assert closed_after < 0.5, closed_after
+
+
+def _closed_within(sock: socket.socket, limit: float) -> float:
+    """Seconds until the server closes `sock` (reset or end of stream)."""
+    started = time.monotonic()
+    sock.settimeout(limit)
+    try:
+        while sock.recv(4096):
+            pass
+    except ConnectionResetError:
+        pass
+    except TimeoutError:
+        return limit
+    return time.monotonic() - started
 
 
 async def test_probes_answer_while_checks_flood_the_authorization_listener(sidecar: SidecarHandle) -> None:

@@ -14,7 +14,7 @@ from typing import cast
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sidecar.http_guard import ConnectionTable, GuardedRequestHandler, Phase
+from sidecar.http_guard import BODY_GRACE_S, ConnectionTable, GuardedRequestHandler, Phase
 
 
 @dataclass(eq=False)
@@ -29,13 +29,14 @@ class FakeConnection:
 
 
 RANK = {Phase.NEW: 0, Phase.HEAD: 0, Phase.BODY: 1, Phase.IDLE: 2}
+NOW = 200.0  # after every connection's phase began
 
 connections = st.lists(
     st.builds(
         FakeConnection,
         phase=st.sampled_from(list(Phase)),
         served=st.integers(0, 5),
-        phase_since=st.floats(0, 100, allow_nan=False),
+        phase_since=st.floats(0, 100, allow_nan=False),  # before NOW - BODY_GRACE_S
     ),
     min_size=1,
     max_size=12,
@@ -45,7 +46,7 @@ connections = st.lists(
 def _full_table(conns: list[FakeConnection]) -> ConnectionTable:
     table = ConnectionTable(cap=len(conns))
     for conn in conns:
-        assert table.admit(cast(GuardedRequestHandler, conn))
+        assert table.admit(cast(GuardedRequestHandler, conn), NOW)
     return table
 
 
@@ -54,7 +55,7 @@ def test_the_cap_evicts_the_least_engaged_never_a_busy_one(conns: list[FakeConne
     table = _full_table(conns)
     newcomer = FakeConnection(Phase.NEW, 0, 101.0)
 
-    admitted = table.admit(cast(GuardedRequestHandler, newcomer))
+    admitted = table.admit(cast(GuardedRequestHandler, newcomer), NOW)
 
     victims = [c for c in conns if c.evicted]
     evictable = [c for c in conns if c.phase is not Phase.BUSY]
@@ -73,7 +74,7 @@ def test_the_cap_evicts_the_least_engaged_never_a_busy_one(conns: list[FakeConne
 
 def test_a_table_of_busy_connections_turns_the_newcomer_away() -> None:
     table = _full_table([FakeConnection(Phase.BUSY, 1, 0.0) for _ in range(3)])
-    assert not table.admit(cast(GuardedRequestHandler, FakeConnection(Phase.NEW, 0, 1.0)))
+    assert not table.admit(cast(GuardedRequestHandler, FakeConnection(Phase.NEW, 0, 1.0)), NOW)
     assert table.turned_away == 1
 
 
@@ -81,5 +82,37 @@ def test_a_body_still_arriving_goes_before_a_pooled_idle_connection() -> None:
     pooled = FakeConnection(Phase.IDLE, 0, 0.0)  # even one that served no more
     trickling = FakeConnection(Phase.BODY, 3, 50.0)
     table = _full_table([pooled, trickling])
-    assert table.admit(cast(GuardedRequestHandler, FakeConnection(Phase.NEW, 0, 99.0)))
+    assert table.admit(cast(GuardedRequestHandler, FakeConnection(Phase.NEW, 0, 99.0)), NOW)
     assert (trickling.evicted, pooled.evicted) == (True, False)
+
+
+def test_a_body_that_just_began_is_not_taken() -> None:
+    """A proxy's body arrives with its headers; only one still arriving after
+    the grace is a slow client's."""
+    arriving = FakeConnection(Phase.BODY, 0, NOW - BODY_GRACE_S / 2)
+    table = _full_table([arriving])
+    assert not table.admit(cast(GuardedRequestHandler, FakeConnection(Phase.NEW, 0, NOW)), NOW)
+    assert not arriving.evicted
+    assert table.admit(cast(GuardedRequestHandler, FakeConnection(Phase.NEW, 0, NOW)), NOW + BODY_GRACE_S)
+    assert arriving.evicted
+
+
+class FailingEviction(FakeConnection):
+    closed = False
+
+    def evict(self) -> None:
+        raise RuntimeError("eviction failed")
+
+    def force_close(self) -> None:
+        self.closed = True
+
+
+def test_a_failed_eviction_closes_the_victim_and_keeps_the_newcomer() -> None:
+    victim = FailingEviction(Phase.HEAD, 0, 0.0)
+    table = _full_table([victim])
+    newcomer = FakeConnection(Phase.NEW, 0, 1.0)
+    assert table.admit(cast(GuardedRequestHandler, newcomer), NOW)
+    assert victim.closed
+    assert len(table) == 1
+    table.leave(cast(GuardedRequestHandler, newcomer))
+    assert len(table) == 0
