@@ -83,7 +83,13 @@ class HostileClients:
         done: Counter[str] = Counter()
         if kind == HTTP_FLOOD:
             flood = LargestRequests(largest_requests(*self._http), threads=FLOOD_THREADS)
-            slow = SlowConnections(list(self._http), count=SLOW_CONNECTIONS)
+            authz = self._http[0]
+            slow = SlowConnections(
+                list(self._http),
+                count=SLOW_CONNECTIONS,
+                bodies_at=(authz,),
+                body_bytes=_default("http_max_body_bytes"),
+            )
             flood.start()
             slow.start()
             time.sleep(seconds)

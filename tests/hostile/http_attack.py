@@ -269,7 +269,12 @@ def measure(
         counters_before = envoy.counters(EXT_AUTHZ_STATS)
         upstream_before = len(upstream.received)
         flood = LargestRequests(targets, threads=2)
-        slow = SlowConnections([listeners.authz, listeners.probes], count=300)
+        slow = SlowConnections(
+            [listeners.authz, listeners.probes],
+            count=300,
+            bodies_at=(listeners.authz,),  # where bodies are read
+            body_bytes=listeners.max_body,
+        )
         stop, lock = threading.Event(), threading.Lock()
         clients = [threading.Thread(target=envoy_checks, args=(envoy, stop, figures, lock)) for _ in range(4)]
         started = time.time()

@@ -81,15 +81,28 @@ class LargestRequests:
             worker.join(30)
 
 
-class SlowConnections:
-    """`count` connections per address, every other one sending a request head
-    one byte at a time, the rest a whole head and then its body one byte at a
-    time; a connection the server closes is opened again."""
+Address = tuple[str, int] | str
 
-    def __init__(self, addresses: list[tuple[str, int] | str], count: int, byte_every_s: float = 0.2) -> None:
-        self._addresses = addresses
-        self._count = count
+
+class SlowConnections:
+    """`count` connections per address, each sending a request head one byte at
+    a time; at the addresses in `bodies_at` every other one sends a whole head
+    and then a body of `body_bytes` one byte at a time. A connection the server
+    closes is opened again, of the same kind at the same address."""
+
+    def __init__(
+        self,
+        addresses: list[Address],
+        count: int,
+        byte_every_s: float = 0.2,
+        bodies_at: tuple[Address, ...] = (),
+        body_bytes: int = 60_000,
+    ) -> None:
+        self._wanted = [
+            (address, address in bodies_at and i % 2 == 1) for i in range(count) for address in addresses
+        ]
         self._interval = byte_every_s
+        self._body_bytes = body_bytes
         self._stop = threading.Event()
         self._worker = threading.Thread(target=self._hold, daemon=True)
         self.opened = 0
@@ -101,34 +114,37 @@ class SlowConnections:
         ordinary_scheduling()
         slow_head = b"POST /v1/check HTTP/1.1\r\nhost: a\r\nx-slow: " + b"s" * 10_000
         whole_head = b"POST /v1/check HTTP/1.1\r\nhost: a\r\ncontent-type: application/json\r\n"
-        whole_head += b"content-length: 60000\r\n\r\n"
-        slow_body = b'{"a": "' + b"b" * 10_000
-        held: list[tuple[socket.socket, bytes, int]] = []
+        whole_head += b"content-length: %d\r\n\r\n" % self._body_bytes
+        slow_body = (b'{"a": "' + b"b" * self._body_bytes)[: self._body_bytes - 1]
+        to_open = list(self._wanted)
+        held: list[tuple[socket.socket, int, Address, bool]] = []
         try:
             while not self._stop.is_set():
-                while len(held) < self._count * len(self._addresses):
-                    rounds, at = divmod(len(held), len(self._addresses))
-                    trickle_body = rounds % 2 == 1  # both kinds on every address
+                while to_open:
+                    address, body = to_open[-1]
                     try:
-                        sock = connect(self._addresses[at])
-                        if trickle_body:
+                        sock = connect(address)
+                        if body:
                             sock.sendall(whole_head)
                     except OSError:
                         break
+                    to_open.pop()
                     sock.setblocking(False)
-                    held.append((sock, slow_body if trickle_body else slow_head, 0))
+                    held.append((sock, 0, address, body))
                     self.opened += 1
                 kept = []
-                for sock, data, sent in held:
+                for sock, sent, address, body in held:
                     try:
+                        data = slow_body if body else slow_head
                         sock.send(data[sent : sent + 1])
-                        kept.append((sock, data, sent + 1))
+                        kept.append((sock, sent + 1, address, body))
                     except OSError:  # closed by the server: open another
                         sock.close()
+                        to_open.append((address, body))
                 held = kept
                 self._stop.wait(self._interval)
         finally:
-            for sock, _, _ in held:
+            for sock, _, _, _ in held:
                 sock.close()
 
     def stop(self) -> None:

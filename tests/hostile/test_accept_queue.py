@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import resource
 import select
 import signal
 import socket
@@ -30,8 +31,13 @@ from tests.hostile.raw_http import exchange
 from tests.operations.sidecar_process import READY_LINE, REPO_ROOT, child_env, free_port, serve_command
 
 # Ten times the loop's default queue, within what the kernel allows
-# (net.core.somaxconn, 4096 on current kernels).
-BURST = min(1000, int(Path("/proc/sys/net/core/somaxconn").read_text()))
+# (net.core.somaxconn, 4096 on current kernels) and what this process may open.
+_SOMAXCONN = int(Path("/proc/sys/net/core/somaxconn").read_text())
+_HARD_NOFILE = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+if _HARD_NOFILE == resource.RLIM_INFINITY:
+    _HARD_NOFILE = 1 << 20
+_SPARE_DESCRIPTORS = 256
+BURST = min(1000, _SOMAXCONN, _HARD_NOFILE - _SPARE_DESCRIPTORS)
 # A queued connection completes its handshake at once on loopback; a dropped
 # SYN would be retried only after a second.
 HANDSHAKE_WAIT_S = 0.5
@@ -112,22 +118,32 @@ def _connect_burst(addr: str, count: int) -> tuple[int, list[socket.socket]]:
     return completed, socks
 
 
+@pytest.fixture
+def descriptors_for_a_burst() -> Iterator[None]:
+    """One burst's sockets open at once, whatever soft limit the test started with."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = BURST + _SPARE_DESCRIPTORS
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+    yield
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.mark.usefixtures("descriptors_for_a_burst")
 @pytest.mark.parametrize("layout", ["tcp", "unix", "workers-tcp"])
 def test_a_stopped_sidecar_queues_a_burst_on_every_listener(layout: str, tmp_path: Path) -> None:
     addresses = _addresses(layout, tmp_path)
     workers = 2 if layout.startswith("workers") else 1
-    opened: list[socket.socket] = []
+    queued = {}
     with _sidecar(tmp_path, addresses, workers) as process:
         os.killpg(process.pid, signal.SIGSTOP)
         try:
-            queued = {}
             for flag, addr in addresses.items():
                 queued[flag], socks = _connect_burst(addr, BURST)
-                opened += socks
+                for sock in socks:
+                    sock.close()
         finally:
             os.killpg(process.pid, signal.SIGCONT)
-            for sock in opened:
-                sock.close()
         assert queued == dict.fromkeys(LISTENERS, BURST)
         # And the sidecar serves on after the burst.
         probe = _target(addresses["--probe-addr"])
