@@ -96,6 +96,9 @@ def admission(
                 conn.body_done()
         if _evicted(conn):  # the body was complete as the eviction came: still refused
             return refuser.refuse(TIMEOUT, EVICTED).response()
+        if conn is not None and conn.beyond_cap:
+            detail = f"over {limits.max_connections} connections, each answering a request"
+            return refuser.overloaded(detail).response()
         if len(body) > SMALL_BODY_BYTES:
             await turns.take()
         return await handler(request)

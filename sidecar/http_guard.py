@@ -12,7 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import fcntl
 import logging
+import sys
+import termios
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -23,6 +27,7 @@ from sidecar.http_limits import HttpLimits
 from sidecar.http_refusal import BAD_REQUEST, HEADERS_TOO_LARGE, TIMEOUT, Refusal, Refuser
 
 log = logging.getLogger("sidecar.http")
+_INT_BUFFER = bytes(4)  # FIONREAD writes a C int
 
 
 class Phase(enum.Enum):
@@ -35,23 +40,31 @@ class Phase(enum.Enum):
 
 # Evicted first when the cap is reached: connections that have not finished
 # sending a request's head (the slow client's), then those whose body is still
-# arriving (a proxy sends a buffered body at once; the request is refused, a
-# deny), then idle ones (closing one as a proxy reuses it is an error to the
-# proxy, which a fail-open Envoy lets through); within each, the one that has
-# served the fewest requests (a proxy's pooled connection has served many),
-# then the oldest.
+# arriving (the request is refused, a deny), then idle ones (closing one as a
+# proxy reuses it is an error to the proxy, which a fail-open Envoy lets
+# through); within each, the one that has served the fewest requests (a
+# proxy's pooled connection has served many), then the oldest.
 _EVICTION_ORDER = {Phase.NEW: 0, Phase.HEAD: 0, Phase.BODY: 1, Phase.IDLE: 2}
 # A proxy sends a buffered body with its headers, so it is whole within a few
 # turns of the loop; a body still arriving this long after its headers is a
 # slow client's, and only then may the cap take its connection.
 BODY_GRACE_S = 0.05
+# Nor is a connection taken while bytes wait in its socket for the loop to
+# read: a connection accepted in the same turn as the newcomer and not read
+# yet, or a pooled one the proxy has just sent its next request on, is a
+# proxy's at work (a slow client's has nothing waiting between its bytes).
+
+
+def _rank(conn: GuardedRequestHandler) -> tuple[int, int, float]:
+    return _EVICTION_ORDER[conn.phase], conn.served, conn.phase_since
 
 
 class ConnectionTable:
     """At most ``cap`` connections. A connection over the cap evicts one that
     is not answering a request it has whole, so a client holding many idle or
-    half-sent connections cannot lock Envoy (or the kubelet) out; only when
-    every connection is busy with a whole request is the newcomer closed."""
+    half-sent connections cannot lock Envoy (or the kubelet) out; when every
+    connection is busy with a whole request (or within its grace), the
+    newcomer is not admitted."""
 
     def __init__(self, cap: int) -> None:
         self._cap = cap
@@ -86,15 +99,18 @@ class ConnectionTable:
         self._open.pop(conn, None)
 
     def _eviction_candidate(self, now: float) -> GuardedRequestHandler | None:
-        grace_start = now - BODY_GRACE_S
+        body_settled = now - BODY_GRACE_S
         candidates = [
             c
             for c in self._open
-            if c.phase in _EVICTION_ORDER and not (c.phase is Phase.BODY and c.phase_since > grace_start)
+            if c.phase in _EVICTION_ORDER and (c.phase is not Phase.BODY or c.phase_since <= body_settled)
         ]
         if not candidates:
             return None
-        return min(candidates, key=lambda c: (_EVICTION_ORDER[c.phase], c.served, c.phase_since))
+        first = min(candidates, key=_rank)
+        if not first.has_unread_bytes():  # the usual case: one look
+            return first
+        return next((c for c in sorted(candidates, key=_rank) if not c.has_unread_bytes()), None)
 
 
 def _refusal_for(exc: BaseException | None, limits: HttpLimits) -> tuple[int, str]:
@@ -116,7 +132,9 @@ class GuardedRequestHandler(web.RequestHandler):
         loop: asyncio.AbstractEventLoop,
         limits: HttpLimits,
         table: ConnectionTable,
+        overflow: ConnectionTable,
         refuser: Refuser,
+        unanswered: Callable[[], None],
         **kwargs: Any,
     ) -> None:
         super().__init__(
@@ -136,6 +154,10 @@ class GuardedRequestHandler(web.RequestHandler):
         )
         self._limits = limits
         self._table = table
+        self._overflow = overflow  # taken beyond the cap, to be answered overloaded
+        self.beyond_cap = False
+        self._unanswered = unanswered
+        self._fd = -1  # the connection's socket, to see what waits unread in it
         self._refuser = refuser
         self._loop_ref = loop
         self.phase = Phase.NEW
@@ -155,15 +177,33 @@ class GuardedRequestHandler(web.RequestHandler):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        if not self._table.admit(self, self._loop_ref.time()):
-            self.force_close()
-            return
+        sock = transport.get_extra_info("socket")
+        self._fd = sock.fileno() if sock is not None else -1
+        now = self._loop_ref.time()
+        if not self._table.admit(self, now):
+            # Every connection at the cap is answering a whole request.
+            if not self._overflow.admit(self, now):
+                self._unanswered()
+                self.force_close()
+                return
+            self.beyond_cap = True
         self._arm(self._limits.header_timeout)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._table.leave(self)
+        self._overflow.leave(self)
         self._disarm()
         super().connection_lost(exc)
+
+    def has_unread_bytes(self) -> bool:
+        """Whether the kernel holds bytes of this connection the loop has not read."""
+        if self._fd < 0 or self.transport is None:
+            return False
+        try:
+            waiting = fcntl.ioctl(self._fd, termios.FIONREAD, _INT_BUFFER)
+        except OSError:
+            return False
+        return int.from_bytes(waiting, sys.byteorder) > 0
 
     def evict(self) -> None:
         if self.phase is Phase.HEAD:

@@ -18,6 +18,11 @@ class HttpLimits:
     max_headers: int
     max_body_bytes: int
     max_connections: int
+    # Connections taken beyond max_connections when every one of those is
+    # answering a whole request: each is read and answered ``overloaded`` (a
+    # recorded deny), then closed, where closing it unanswered would be an
+    # error that a fail-open Envoy lets through.
+    over_cap_connections: int
     header_timeout: float  # from a request's first byte to the end of its headers
     body_timeout: float  # from the end of the headers to the end of the body
     idle_timeout: float  # a kept-alive connection with no request
@@ -29,6 +34,7 @@ def authz_limits(settings: Settings) -> HttpLimits:
         max_headers=settings.http_max_headers,
         max_body_bytes=settings.http_max_body_bytes,
         max_connections=settings.http_max_connections,
+        over_cap_connections=settings.http_max_connections,
         header_timeout=settings.http_header_timeout,
         body_timeout=settings.http_body_timeout,
         idle_timeout=settings.http_idle_timeout,
@@ -43,6 +49,7 @@ def probe_limits(settings: Settings) -> HttpLimits:
         max_headers=64,
         max_body_bytes=0,
         max_connections=32,
+        over_cap_connections=0,  # a probe answers at once: a busy cap is not its load
         header_timeout=settings.http_header_timeout,
         body_timeout=settings.http_body_timeout,
         idle_timeout=settings.http_idle_timeout,

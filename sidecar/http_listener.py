@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -72,6 +73,7 @@ class HttpListener:
         reuse_port: bool = False,
         sock: socket.socket | None = None,
         unix_socket_mode: int = 0o660,
+        unanswered: Callable[[], None] = lambda: None,
     ) -> None:
         self._addr = addr
         self.app = app
@@ -80,7 +82,9 @@ class HttpListener:
         self._reuse_port = reuse_port
         self._sock = sock  # a listening socket bound by the --workers parent
         self._unix_socket_mode = unix_socket_mode
+        self._unanswered = unanswered  # a connection closed unanswered, the listener full
         self.connections = ConnectionTable(limits.max_connections)
+        self.beyond_cap = ConnectionTable(limits.over_cap_connections)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         self._server: asyncio.Server | None = None
         self.port = 0
@@ -94,7 +98,13 @@ class HttpListener:
 
         def connection() -> GuardedRequestHandler:
             return GuardedRequestHandler(
-                web_server, loop=loop, limits=self._limits, table=self.connections, refuser=self._refuser
+                web_server,
+                loop=loop,
+                limits=self._limits,
+                table=self.connections,
+                overflow=self.beyond_cap,
+                refuser=self._refuser,
+                unanswered=self._unanswered,
             )
 
         try:

@@ -57,6 +57,9 @@ class Refuser(Protocol):
     def fail(self, detail: str) -> Refusal:
         """The listener failed to answer a request it took."""
 
+    def overloaded(self, detail: str) -> Refusal:
+        """The listener took the request beyond its connection cap."""
+
 
 class PlainRefuser:
     """The probe listener: a bare status; probes are not checks."""
@@ -66,6 +69,9 @@ class PlainRefuser:
 
     def fail(self, detail: str) -> Refusal:
         return Refusal(500)
+
+    def overloaded(self, detail: str) -> Refusal:
+        return Refusal(503)
 
 
 class DecisionRefuser:
@@ -80,6 +86,9 @@ class DecisionRefuser:
 
     def fail(self, detail: str) -> Refusal:
         return self._deny(DenyReason.INTERNAL_ERROR, detail, self._failure_status)
+
+    def overloaded(self, detail: str) -> Refusal:
+        return self._deny(DenyReason.OVERLOADED, detail, self._failure_status)
 
     def _deny(self, reason: DenyReason, detail: str, status: int) -> Refusal:
         started = time.perf_counter()

@@ -132,6 +132,14 @@ class Metrics:
         self._tls_rejected = {m: rejected.labels(m) for m in materials}
         for gauge in self._tls_rejected.values():
             gauge.set(0)
+        unanswered = Counter(
+            "opa_sidecar_http_connections_unanswered",
+            "Connections an HTTP listener closed at once, unanswered, by listener (authz, probe): "
+            "every connection it may hold was answering a request.",
+            ["listener"],
+            registry=registry,
+        )
+        self._http_unanswered = {name: unanswered.labels(name) for name in ("authz", "probe")}
         self._spans_dropped = Counter(
             "opa_sidecar_trace_spans_dropped",
             "Spans not exported: the export queue was full, or the exporter failed or refused them.",
@@ -142,6 +150,9 @@ class Metrics:
         """Called from the TLS file poller's thread (prometheus-client is thread-safe)."""
         self._tls_reloads[material, loaded].inc()
         self._tls_rejected[material].set(0 if loaded else 1)
+
+    def observe_http_unanswered(self, listener: str) -> None:
+        self._http_unanswered[listener].inc()
 
     def observe_spans_dropped(self, count: int) -> None:
         self._spans_dropped.inc(count)

@@ -141,6 +141,7 @@ class Sidecar:
             refuser,
             sock=self._inherited.get("http"),
             unix_socket_mode=settings.unix_socket_mode,
+            unanswered=lambda: self.metrics.observe_http_unanswered("authz"),
         )
         probe = probe_limits(settings)
         self.probes = HttpListener(
@@ -150,6 +151,7 @@ class Sidecar:
             PlainRefuser(),
             sock=self._inherited.get("probe"),
             unix_socket_mode=settings.unix_socket_mode,
+            unanswered=lambda: self.metrics.observe_http_unanswered("probe"),
         )
         options = server_options(
             settings.max_request_bytes,

@@ -24,7 +24,7 @@ class DenyReason(enum.StrEnum):
     OPA_BAD_RESPONSE = "opa_bad_response"  # not a well-formed JSON answer
     INVALID_RESULT = "invalid_result"  # a result of the wrong shape or type
     DEADLINE_EXCEEDED = "deadline_exceeded"  # the caller's deadline left no time
-    OVERLOADED = "overloaded"  # more checks in flight than --max-inflight
+    OVERLOADED = "overloaded"  # more checks in flight than --max-inflight, or HTTP connections than the cap
     BAD_REQUEST = "bad_request"  # the CheckRequest could not be parsed
     MISSING_SIGNAL = "missing_signal"  # a required input signal is absent
     SHUTTING_DOWN = "shutting_down"  # the process is draining

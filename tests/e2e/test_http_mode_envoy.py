@@ -14,7 +14,9 @@ import json
 import shutil
 import socket
 import tempfile
+from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +109,11 @@ allow := {
 
 @contextlib.contextmanager
 def running_http_stack(
-    opa_url: str, *, envoy_fail_open: bool = False, sidecar_on_unix_socket: bool = False
+    opa_url: str,
+    *,
+    envoy_fail_open: bool = False,
+    sidecar_on_unix_socket: bool = False,
+    sidecar_args: tuple[str, ...] = (),
 ) -> Iterator[Stack]:
     """Upstream, sidecar and Envoy in HTTP mode; everything stopped and removed after."""
     workdir = Path(tempfile.mkdtemp(prefix="e2e-http-"))  # short: unix socket paths are limited
@@ -116,7 +122,7 @@ def running_http_stack(
         upstream = cleanup.enter_context(EchoUpstream())
         # Without an http_addr the sidecar's HTTP listener is a unix socket in workdir.
         http_addr = None if sidecar_on_unix_socket else "127.0.0.1:0"
-        sidecar = start_sidecar(opa_url, workdir, http_addr=http_addr)
+        sidecar = start_sidecar(opa_url, workdir, http_addr=http_addr, extra_args=sidecar_args)
         cleanup.callback(sidecar.stop)
         config = render_envoy(local_addresses(upstream.addr, sidecar.http_addr), ENVOY_HTTP_TEMPLATE)
         envoy = start_envoy(fail_open(config) if envoy_fail_open else config, workdir)
@@ -406,3 +412,27 @@ def test_opa_down_is_denied_but_a_dead_sidecar_is_let_through_by_a_fail_open_env
             assert response.status == 200
             assert [r["path"] for r in stack.upstream.received] == ["/orders/sidecar-down"]
             assert stack.authz_counters()["failure_mode_allowed"] == 1
+
+
+def test_more_checks_in_flight_than_the_connection_cap_are_denied_through_a_fail_open_envoy(
+    fault_opa: FaultOpa,
+) -> None:
+    """Envoy opens a connection per check in flight. Past --http-max-connections,
+    with every connection answering a check, the sidecar still reads each new one
+    and answers it `overloaded`: a deny. Closing them unanswered was an error,
+    which this Envoy let through."""
+    cap, clients = 4, 8  # the over-cap connections taken: as many as the cap
+    fault_opa.set(Behaviour.delayed(0.1, then=Behaviour.json({"result": False})))
+    args = ("--http-max-connections", str(cap))
+    with running_http_stack(fault_opa.url, envoy_fail_open=True, sidecar_args=args) as stack:
+        before = stack.authz_counters()
+        with ThreadPoolExecutor(clients) as pool:
+            statuses = list(pool.map(lambda i: stack.envoy.request("GET", f"/orders/{i}").status, range(64)))
+        after = stack.authz_counters()
+        reasons = Counter(d["reason"] for d in stack.sidecar.decisions())
+        assert stack.upstream.received == []
+    assert statuses == [403] * 64
+    errors = {name: after[name] - before[name] for name in ("error", "failure_mode_allowed")}
+    assert errors == {"error": 0, "failure_mode_allowed": 0}
+    assert reasons["policy_denied"] > 0
+    assert reasons["overloaded"] > 0, reasons  # the cap was passed: the case under test

@@ -156,7 +156,7 @@ async def test_an_idle_kept_alive_connection_is_closed(sidecar: SidecarHandle) -
 
 
 async def test_slow_clients_at_the_cap_give_way_and_probes_answer(sidecar: SidecarHandle) -> None:
-    """Twice the cap of half-sent requests on each listener: each newcomer evicts
+    """Twice the cap of half-sent requests on each listener: a newcomer evicts
     the oldest of them, and checks and probes keep being answered."""
     cap = LIMITS["http_max_connections"]
 
@@ -168,6 +168,9 @@ async def test_slow_clients_at_the_cap_give_way_and_probes_answer(sidecar: Sidec
                     sock = connect(target)
                     sock.sendall(b"GET /healthz HTTP/1.1\r\nhost: a\r\n")
                     held.append(sock)
+            # The loop has read what each sent: until then, bytes waiting in a
+            # socket keep it from eviction (they may be a proxy's request).
+            time.sleep(0.1)
             checks = [exchange(authz(sidecar), head("/ext_authz/orders")).status for _ in range(3)]
             health = [exchange(probes(sidecar), head("/healthz")).status for _ in range(3)]
             return checks, health, len(held)
@@ -179,8 +182,11 @@ async def test_slow_clients_at_the_cap_give_way_and_probes_answer(sidecar: Sidec
     assert held == 4 * cap
     assert checks == [200] * 3
     assert health == [200] * 3
+    # Bounded: the cap, and as many again taken beyond it (each to be answered
+    # overloaded); the checks got in by evicting held ones.
     assert len(sidecar.sidecar.http.connections) <= cap
-    assert sidecar.sidecar.http.connections.evicted >= cap
+    assert len(sidecar.sidecar.http.beyond_cap) <= cap
+    assert sidecar.sidecar.http.connections.evicted >= 1
 
 
 async def test_slow_bodies_at_the_cap_give_way_each_as_a_recorded_deny(fault_opa: FaultOpa) -> None:
@@ -226,6 +232,38 @@ async def test_slow_bodies_at_the_cap_give_way_each_as_a_recorded_deny(fault_opa
     assert evictions >= 1
     # Not kept open for the rest of its body (aiohttp's lingering: 1 s here).
     assert closed_after < 0.5, closed_after
+
+
+async def test_beyond_a_cap_of_checks_in_flight_a_newcomer_is_denied_overloaded(fault_opa: FaultOpa) -> None:
+    """When every connection at the cap is answering a whole request (checks
+    waiting on a slow OPA), a newcomer is still read and answered: a recorded
+    deny, `overloaded`, at once. Closed unanswered, it would be an error that a
+    fail-open Envoy lets through."""
+    fault_opa.set(Behaviour.delayed(1.0, then=Behaviour.json({"result": True})))
+    cap = LIMITS["http_max_connections"]
+
+    def fill_then_ask(handle: SidecarHandle) -> tuple[RawAnswer, list[int]]:
+        held: list[socket.socket] = []
+        try:
+            for _ in range(cap):
+                sock = connect(authz(handle))
+                sock.sendall(head("/ext_authz/orders"))
+                held.append(sock)
+            assert fault_opa.wait_for_count(cap, timeout=5), fault_opa.count
+            newcomer = exchange(authz(handle), head("/ext_authz/orders"), timeout=0.9)
+            return newcomer, [read_answer(sock, timeout=5).status for sock in held]
+        finally:
+            for sock in held:
+                sock.close()
+
+    async with running_sidecar(fault_opa.url, **{**LIMITS, "opa_timeout": 3.0}) as handle:
+        newcomer, held = await asyncio.to_thread(fill_then_ask, handle)
+        decisions = {d["decision_id"]: d for d in handle.decisions()}
+    assert newcomer.status == 403, newcomer
+    assert newcomer.seconds < 0.5, newcomer  # not after OPA's answers to the others
+    denied = decisions[newcomer.headers[DECISION_HEADER]]
+    assert (denied["reason"], denied["http_status"]) == ("overloaded", 403), denied
+    assert held == [200] * cap  # the checks in flight were answered as the policy said
 
 
 def _closed_within(sock: socket.socket, limit: float) -> float:

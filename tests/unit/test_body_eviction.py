@@ -22,6 +22,7 @@ LIMITS = HttpLimits(
     max_headers=16,
     max_body_bytes=2048,
     max_connections=1,
+    over_cap_connections=0,
     header_timeout=1.0,
     body_timeout=1.0,
     idle_timeout=1.0,
@@ -36,7 +37,13 @@ def _handler() -> GuardedRequestHandler:
     server = web.Server(_unused)
     loop = asyncio.get_running_loop()
     return GuardedRequestHandler(
-        server, loop=loop, limits=LIMITS, table=ConnectionTable(1), refuser=PlainRefuser()
+        server,
+        loop=loop,
+        limits=LIMITS,
+        table=ConnectionTable(1),
+        overflow=ConnectionTable(0),
+        refuser=PlainRefuser(),
+        unanswered=lambda: None,
     )
 
 

@@ -1,16 +1,17 @@
 """Which connection the HTTP listener's cap evicts for a newcomer.
 
-What must hold whatever the mix: a connection answering a whole request is
-never evicted; one still sending its body goes only when no connection is
-still sending its head; an idle one (a proxy's pooled connection, which the
-proxy may be reusing as it closes: an error to the proxy) goes last.
-"""
+What must hold whatever the mix: a connection answering a whole request, with
+bytes waiting to be read, or with a body in its grace, is never evicted; one still sending its body goes
+only when no connection is still sending its head; an idle one (a proxy's
+pooled connection, which the proxy may be reusing as it closes: an error to
+the proxy) goes last."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import cast
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -22,10 +23,14 @@ class FakeConnection:
     phase: Phase
     served: int
     phase_since: float
+    unread: bool = False  # bytes wait in its socket
     evicted: bool = False
 
     def evict(self) -> None:
         self.evicted = True
+
+    def has_unread_bytes(self) -> bool:
+        return self.unread
 
 
 RANK = {Phase.NEW: 0, Phase.HEAD: 0, Phase.BODY: 1, Phase.IDLE: 2}
@@ -36,7 +41,9 @@ connections = st.lists(
         FakeConnection,
         phase=st.sampled_from(list(Phase)),
         served=st.integers(0, 5),
-        phase_since=st.floats(0, 100, allow_nan=False),  # before NOW - BODY_GRACE_S
+        # Long settled in the phase, or within a body's grace.
+        phase_since=st.one_of(st.floats(0, 100), st.floats(NOW - BODY_GRACE_S / 2, NOW)),
+        unread=st.booleans(),
     ),
     min_size=1,
     max_size=12,
@@ -53,18 +60,24 @@ def _full_table(conns: list[FakeConnection]) -> ConnectionTable:
 @given(connections)
 def test_the_cap_evicts_the_least_engaged_never_a_busy_one(conns: list[FakeConnection]) -> None:
     table = _full_table(conns)
-    newcomer = FakeConnection(Phase.NEW, 0, 101.0)
+    newcomer = FakeConnection(Phase.NEW, 0, NOW)
 
     admitted = table.admit(cast(GuardedRequestHandler, newcomer), NOW)
 
     victims = [c for c in conns if c.evicted]
-    evictable = [c for c in conns if c.phase is not Phase.BUSY]
+    evictable = [
+        c
+        for c in conns
+        if c.phase is not Phase.BUSY
+        and not c.unread
+        and (c.phase is not Phase.BODY or c.phase_since <= NOW - BODY_GRACE_S)
+    ]
     assert admitted == bool(evictable)
     assert len(victims) == (1 if evictable else 0)
     assert len(table) == len(conns)
     if victims:
         victim = victims[0]
-        assert victim.phase is not Phase.BUSY
+        assert victim in evictable
         # Nothing of a lower rank was left while this one went; within its rank,
         # nothing that has served fewer requests.
         assert all(RANK[c.phase] >= RANK[victim.phase] for c in evictable)
@@ -97,6 +110,17 @@ def test_a_body_that_just_began_is_not_taken() -> None:
     assert arriving.evicted
 
 
+@pytest.mark.parametrize("phase", [Phase.NEW, Phase.HEAD, Phase.BODY, Phase.IDLE])
+def test_a_connection_with_bytes_waiting_is_not_taken(phase: Phase) -> None:
+    """Accepted in the same turn as the newcomer with its request not read yet,
+    or a pooled one the proxy has just sent a request on: a proxy at work."""
+    waiting = FakeConnection(phase, 0, 0.0, unread=True)
+    quiet = FakeConnection(Phase.IDLE, 9, 50.0)  # ranks after any of them, were it not for the bytes
+    table = _full_table([waiting, quiet])
+    assert table.admit(cast(GuardedRequestHandler, FakeConnection(Phase.NEW, 0, NOW)), NOW)
+    assert (waiting.evicted, quiet.evicted) == (False, True)
+
+
 class FailingEviction(FakeConnection):
     closed = False
 
@@ -110,7 +134,7 @@ class FailingEviction(FakeConnection):
 def test_a_failed_eviction_closes_the_victim_and_keeps_the_newcomer() -> None:
     victim = FailingEviction(Phase.HEAD, 0, 0.0)
     table = _full_table([victim])
-    newcomer = FakeConnection(Phase.NEW, 0, 1.0)
+    newcomer = FakeConnection(Phase.NEW, 0, NOW)
     assert table.admit(cast(GuardedRequestHandler, newcomer), NOW)
     assert victim.closed
     assert len(table) == 1
