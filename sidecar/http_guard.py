@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import fcntl
 import logging
-import sys
-import termios
 from collections.abc import Callable
 from typing import Any
 
@@ -27,7 +24,6 @@ from sidecar.http_limits import HttpLimits
 from sidecar.http_refusal import BAD_REQUEST, HEADERS_TOO_LARGE, TIMEOUT, Refusal, Refuser
 
 log = logging.getLogger("sidecar.http")
-_INT_BUFFER = bytes(4)  # FIONREAD writes a C int
 
 
 class Phase(enum.Enum):
@@ -49,10 +45,6 @@ _EVICTION_ORDER = {Phase.NEW: 0, Phase.HEAD: 0, Phase.BODY: 1, Phase.IDLE: 2}
 # turns of the loop; a body still arriving this long after its headers is a
 # slow client's, and only then may the cap take its connection.
 BODY_GRACE_S = 0.05
-# Nor is a connection taken while bytes wait in its socket for the loop to
-# read: a connection accepted in the same turn as the newcomer and not read
-# yet, or a pooled one the proxy has just sent its next request on, is a
-# proxy's at work (a slow client's has nothing waiting between its bytes).
 
 
 def _rank(conn: GuardedRequestHandler) -> tuple[int, int, float]:
@@ -107,10 +99,7 @@ class ConnectionTable:
         ]
         if not candidates:
             return None
-        first = min(candidates, key=_rank)
-        if not first.has_unread_bytes():  # the usual case: one look
-            return first
-        return next((c for c in sorted(candidates, key=_rank) if not c.has_unread_bytes()), None)
+        return min(candidates, key=_rank)
 
 
 def _refusal_for(exc: BaseException | None, limits: HttpLimits) -> tuple[int, str]:
@@ -157,7 +146,6 @@ class GuardedRequestHandler(web.RequestHandler):
         self._overflow = overflow  # taken beyond the cap, to be answered overloaded
         self.beyond_cap = False
         self._unanswered = unanswered
-        self._fd = -1  # the connection's socket, to see what waits unread in it
         self._refuser = refuser
         self._loop_ref = loop
         self.phase = Phase.NEW
@@ -177,8 +165,6 @@ class GuardedRequestHandler(web.RequestHandler):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        sock = transport.get_extra_info("socket")
-        self._fd = sock.fileno() if sock is not None else -1
         now = self._loop_ref.time()
         if not self._table.admit(self, now):
             # Every connection at the cap is answering a whole request.
@@ -194,16 +180,6 @@ class GuardedRequestHandler(web.RequestHandler):
         self._overflow.leave(self)
         self._disarm()
         super().connection_lost(exc)
-
-    def has_unread_bytes(self) -> bool:
-        """Whether the kernel holds bytes of this connection the loop has not read."""
-        if self._fd < 0 or self.transport is None:
-            return False
-        try:
-            waiting = fcntl.ioctl(self._fd, termios.FIONREAD, _INT_BUFFER)
-        except OSError:
-            return False
-        return int.from_bytes(waiting, sys.byteorder) > 0
 
     def evict(self) -> None:
         if self.phase is Phase.HEAD:

@@ -5,8 +5,9 @@ unanswered, and counted."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 from aiohttp import web
@@ -36,6 +37,7 @@ class HeldListener:
     def __init__(self) -> None:
         self.release = asyncio.Event()
         self.unanswered = 0
+        self.waiting = 0  # requests the route holds
         app = web.Application()
         app.router.add_get("/held", self._held)
         self.listener = HttpListener(
@@ -43,8 +45,14 @@ class HeldListener:
         )
 
     async def _held(self, _request: web.Request) -> web.Response:
+        self.waiting += 1
         await self.release.wait()
         return web.Response(text="done")
+
+    def answering(self, n: int) -> bool:
+        """Whether exactly `n` connections are taken, each with its request held."""
+        taken = len(self.listener.connections) + len(self.listener.beyond_cap)
+        return taken == n and self.waiting == n
 
     def _count(self) -> None:
         self.unanswered += 1
@@ -65,9 +73,9 @@ async def _busy_connection(port: int) -> socket.socket:
     return sock
 
 
-async def _until(condition: object, what: str) -> None:
+async def _until(condition: Callable[[], bool], what: str) -> None:
     for _ in range(200):
-        if callable(condition) and condition():
+        if condition():
             return
         await asyncio.sleep(0.01)
     raise AssertionError(what)
@@ -77,10 +85,12 @@ async def test_past_the_cap_and_as_many_again_a_connection_is_closed_unanswered_
     held: HeldListener,
 ) -> None:
     port = held.listener.port
-    busy = [await _busy_connection(port) for _ in range(2 * CAP)]
+    busy: list[socket.socket] = []
     try:
-        await _until(lambda: len(held.listener.connections) == CAP, "the cap filled")
-        await _until(lambda: len(held.listener.beyond_cap) == CAP, "as many again taken beyond it")
+        for n in range(1, 2 * CAP + 1):  # one at a time: each is answering before the next comes
+            busy.append(await _busy_connection(port))
+            await _until(functools.partial(held.answering, n), f"connection {n} answering")
+        assert (len(held.listener.connections), len(held.listener.beyond_cap)) == (CAP, CAP)
         assert held.unanswered == 0
 
         extra = await _busy_connection(port)

@@ -1,7 +1,7 @@
 """Which connection the HTTP listener's cap evicts for a newcomer.
 
-What must hold whatever the mix: a connection answering a whole request, with
-bytes waiting to be read, or with a body in its grace, is never evicted; one still sending its body goes
+What must hold whatever the mix: a connection answering a whole request, or
+with a body in its grace, is never evicted; one still sending its body goes
 only when no connection is still sending its head; an idle one (a proxy's
 pooled connection, which the proxy may be reusing as it closes: an error to
 the proxy) goes last."""
@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import cast
 
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -23,14 +22,10 @@ class FakeConnection:
     phase: Phase
     served: int
     phase_since: float
-    unread: bool = False  # bytes wait in its socket
     evicted: bool = False
 
     def evict(self) -> None:
         self.evicted = True
-
-    def has_unread_bytes(self) -> bool:
-        return self.unread
 
 
 RANK = {Phase.NEW: 0, Phase.HEAD: 0, Phase.BODY: 1, Phase.IDLE: 2}
@@ -43,7 +38,6 @@ connections = st.lists(
         served=st.integers(0, 5),
         # Long settled in the phase, or within a body's grace.
         phase_since=st.one_of(st.floats(0, 100), st.floats(NOW - BODY_GRACE_S / 2, NOW)),
-        unread=st.booleans(),
     ),
     min_size=1,
     max_size=12,
@@ -68,9 +62,7 @@ def test_the_cap_evicts_the_least_engaged_never_a_busy_one(conns: list[FakeConne
     evictable = [
         c
         for c in conns
-        if c.phase is not Phase.BUSY
-        and not c.unread
-        and (c.phase is not Phase.BODY or c.phase_since <= NOW - BODY_GRACE_S)
+        if c.phase is not Phase.BUSY and (c.phase is not Phase.BODY or c.phase_since <= NOW - BODY_GRACE_S)
     ]
     assert admitted == bool(evictable)
     assert len(victims) == (1 if evictable else 0)
@@ -108,17 +100,6 @@ def test_a_body_that_just_began_is_not_taken() -> None:
     assert not arriving.evicted
     assert table.admit(cast(GuardedRequestHandler, FakeConnection(Phase.NEW, 0, NOW)), NOW + BODY_GRACE_S)
     assert arriving.evicted
-
-
-@pytest.mark.parametrize("phase", [Phase.NEW, Phase.HEAD, Phase.BODY, Phase.IDLE])
-def test_a_connection_with_bytes_waiting_is_not_taken(phase: Phase) -> None:
-    """Accepted in the same turn as the newcomer with its request not read yet,
-    or a pooled one the proxy has just sent a request on: a proxy at work."""
-    waiting = FakeConnection(phase, 0, 0.0, unread=True)
-    quiet = FakeConnection(Phase.IDLE, 9, 50.0)  # ranks after any of them, were it not for the bytes
-    table = _full_table([waiting, quiet])
-    assert table.admit(cast(GuardedRequestHandler, FakeConnection(Phase.NEW, 0, NOW)), NOW)
-    assert (waiting.evicted, quiet.evicted) == (False, True)
 
 
 class FailingEviction(FakeConnection):
