@@ -38,7 +38,7 @@ from sidecar.recording import Recorder
 from sidecar.shadow import MAX_ANSWER_BYTES as SHADOW_MAX_ANSWER_BYTES
 from sidecar.shadow import Shadow
 from sidecar.tls import OpaTls, grpc_server_credentials, opa_tls
-from sidecar.worker_link import heartbeat_fd, inherited_listeners, send_heartbeats
+from sidecar.worker_link import beat, heartbeat_fd, inherited_listeners, send_heartbeats
 
 log = logging.getLogger("sidecar")
 
@@ -211,6 +211,11 @@ class Sidecar:
         if self._relay is not None:
             await self._relay.start()
         await self.readiness.start()
+        beats = heartbeat_fd()
+        if beats is not None:
+            # Serving from here on: the parent holds this worker to the heartbeat
+            # timeout at once, not to the longer one it allows a worker starting.
+            beat(beats)
         log.info(
             "serving ext_authz v3 on %s (%s); HTTP checks on %s; health and metrics on %s; "
             "asking OPA at %s for %s",

@@ -42,11 +42,16 @@ def heartbeat_fd() -> int | None:
     return _decoded_fds().get("heartbeat")
 
 
+def beat(fd: int) -> None:
+    """One heartbeat."""
+    os.set_blocking(fd, False)
+    # A full pipe means the parent is not reading: nothing to do about it here.
+    with contextlib.suppress(BlockingIOError, BrokenPipeError):
+        os.write(fd, b".")
+
+
 async def send_heartbeats(fd: int) -> None:
     """Runs on the serving loop until cancelled."""
-    os.set_blocking(fd, False)
     while True:
-        # A full pipe means the parent is not reading: nothing to do about it here.
-        with contextlib.suppress(BlockingIOError, BrokenPipeError):
-            os.write(fd, b".")
+        beat(fd)
         await asyncio.sleep(HEARTBEAT_INTERVAL_SECONDS)
