@@ -55,7 +55,7 @@ class ConnectionTable:
     """At most ``cap`` connections. A connection over the cap evicts one that
     is not answering a request it has whole, so a client holding many idle or
     half-sent connections cannot lock Envoy (or the kubelet) out; when every
-    connection is busy with a whole request (or within its grace), the
+    connection is busy with a whole request (or a body within its grace), the
     newcomer is not admitted."""
 
     def __init__(self, cap: int) -> None:
