@@ -20,7 +20,7 @@ import socket
 import tempfile
 from typing import cast
 
-from sidecar.listen_sockets import BACKLOG
+from sidecar.listen_sockets import serve_inherited
 
 log = logging.getLogger("sidecar.relay")
 
@@ -89,15 +89,7 @@ class GrpcRelay:
         self._linking: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        # The call meant for unix sockets (uvloop accepts one in create_server
-        # too). Either listens on the socket again: with the loop's default
-        # queue (100) unless told otherwise.
-        sock = self._listening
-        if sock.family == socket.AF_UNIX:
-            self._server = await loop.create_unix_server(self._accepted, sock=sock, backlog=BACKLOG)
-        else:
-            self._server = await loop.create_server(self._accepted, sock=sock, backlog=BACKLOG)
+        self._server = await serve_inherited(asyncio.get_running_loop(), self._accepted, self._listening)
 
     def stop_accepting(self) -> None:
         """Take no new connection from the shared queue (the other workers still

@@ -24,7 +24,7 @@ from sidecar.http_guard import ConnectionTable, GuardedRequestHandler
 from sidecar.http_limits import HttpLimits
 from sidecar.http_refusal import Refuser
 from sidecar.library_logs import withhold_request_data
-from sidecar.listen_sockets import BACKLOG, created_with_mode
+from sidecar.listen_sockets import BACKLOG, created_with_mode, serve_inherited
 from sidecar.metrics import Metrics
 from sidecar.readiness import Readiness
 
@@ -108,12 +108,10 @@ class HttpListener:
             )
 
         try:
-            if self._sock is not None and self._sock.family == socket.AF_UNIX:
-                # Its file was created, with the mode, by the parent that bound it.
-                self._server = await loop.create_unix_server(connection, sock=self._sock, backlog=BACKLOG)
-            elif self._sock is not None:
-                self._server = await loop.create_server(connection, sock=self._sock, backlog=BACKLOG)
-                self.port = self._sock.getsockname()[1]
+            if self._sock is not None:
+                self._server = await serve_inherited(loop, connection, self._sock)
+                if self._sock.family != socket.AF_UNIX:
+                    self.port = self._sock.getsockname()[1]
             elif self._addr.unix_path is not None:
                 # Nothing else runs on the loop before the first checks, and the
                 # call binds before it awaits anything.

@@ -14,12 +14,13 @@ A --workers parent binds unix sockets too (bind_exclusive), the same way.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ipaddress
 import os
 import socket
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from sidecar.config import ListenAddress
 
@@ -115,6 +116,20 @@ def refuse_queued(sock: socket.socket) -> int:
             return closed
         conn.close()
         closed += 1
+
+
+async def serve_inherited(
+    loop: asyncio.AbstractEventLoop, factory: Callable[[], asyncio.BaseProtocol], sock: socket.socket
+) -> asyncio.Server:
+    """Serve connections from a socket bound elsewhere (a --workers parent's).
+
+    The loop listens on it again, with its default queue (100) unless told
+    otherwise; a unix socket takes the call meant for it (uvloop accepts one in
+    create_server too), its file already created with its mode.
+    """
+    if sock.family == socket.AF_UNIX:
+        return await loop.create_unix_server(factory, sock=sock, backlog=BACKLOG)
+    return await loop.create_server(factory, sock=sock, backlog=BACKLOG)
 
 
 @contextlib.contextmanager
