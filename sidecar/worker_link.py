@@ -39,12 +39,15 @@ def inherited_listeners() -> dict[str, socket.socket]:
 
 
 def heartbeat_fd() -> int | None:
-    return _decoded_fds().get("heartbeat")
+    """The write end of the heartbeat pipe, non-blocking (None outside a worker)."""
+    fd = _decoded_fds().get("heartbeat")
+    if fd is not None:
+        os.set_blocking(fd, False)
+    return fd
 
 
 def beat(fd: int) -> None:
     """One heartbeat."""
-    os.set_blocking(fd, False)
     # A full pipe means the parent is not reading: nothing to do about it here.
     with contextlib.suppress(BlockingIOError, BrokenPipeError):
         os.write(fd, b".")
