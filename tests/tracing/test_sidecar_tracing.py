@@ -134,7 +134,11 @@ async def test_an_exporter_in_trouble_never_holds_or_changes_a_check(
     otlp.refuse = fault == "refusing"
     otlp.delay = 3.0 if fault == "slow" else 0.0
     export_to(monkeypatch, f"http://{otlp.address}", max_queue_size="8", max_export_batch_size="4")
-    async with running_sidecar(fault_opa.url) as handle:
+    # OPA's budget well above a starved moment of a shared machine (the default
+    # 0.15 s once denied one of these checks as opa_timeout, OPA being in this
+    # process) and well below the exporter's wait of whole seconds, which a
+    # check held by it would still show: as a timeout deny and in its time.
+    async with running_sidecar(fault_opa.url, opa_timeout=1.0) as handle:
         seconds = await _timed_checks(handle, 60)
         # 120 spans into a queue of 8 behind an exporter that cannot take them: most are dropped.
         deadline = time.monotonic() + 10
