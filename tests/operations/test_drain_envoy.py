@@ -5,6 +5,7 @@ fail-closed one turns none into a 503."""
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -34,7 +35,12 @@ async def test_a_burst_at_sigterm_is_answered_in_full(
     assert counters.get("denied") == BURST + 1  # and the request that opened Envoy's connection
     assert burst.unlogged == []
     assert len(burst.decisions) == BURST  # one line each, none twice
-    assert {d["reason"] for d in burst.decisions} == {"policy_denied"}
+    # Each was asked of OPA: none was cut short by the drain (shutting_down). The
+    # OPA here shares the test's process with the burst's client, and on a busy
+    # machine an answer can miss the sidecar's 0.15 s budget: a timeout deny.
+    reasons = Counter(d["reason"] for d in burst.decisions)
+    assert set(reasons) <= {"policy_denied", "opa_timeout"}, reasons
+    assert reasons["policy_denied"] > BURST // 2, reasons
     assert burst.exit_code == 0
     # The burst is answered (OPA takes 50 ms a check), then 250 ms without a
     # check ends the drain: far from the 5 s grace.
